@@ -1,0 +1,135 @@
+"""Training sets: inputs on the unit sphere or circle and their labels."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from ._checks import positive_int
+from ._network import as_key
+
+Labels = None | Callable[[Array], Array] | ArrayLike
+
+
+def _float_array(value: Any, name: str) -> Array:
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # e.g. ragged lists
+        raise TypeError(f"{name} could not be read as an array: {error}") from None
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    ):
+        raise TypeError(
+            f"{name} has dtype {array.dtype}: pass real numbers (a float array)."
+        )
+    return jnp.asarray(array, dtype=jnp.result_type(float))
+
+
+def check_inputs(X: Any, name: str = "X", *, in_size: int | None = None) -> Array:
+    """Validate an input matrix `(n, d)`: finite, real, rows of norm far from zero
+    (Huang & Yau, Assumption 2.2: `c < ||x|| <= 1/c`)."""
+    X = _float_array(X, name)
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(
+            f"{name} has shape {X.shape}: expected a non-empty matrix (n, d), one row "
+            "per input point. For a single point use x[None, :]."
+        )
+    if in_size is not None and X.shape[1] != in_size:
+        raise ValueError(
+            f"{name} has {X.shape[1]} columns but the network takes inputs of size "
+            f"{in_size}."
+        )
+    if not bool(jnp.all(jnp.isfinite(X))):
+        bad = np.argwhere(~np.isfinite(np.asarray(X)))[0]
+        raise ValueError(f"{name} has a non-finite value at row {bad[0]}, column {bad[1]}.")
+    norms = jnp.linalg.norm(X, axis=1)
+    if bool(jnp.any(norms < 1e-3)):
+        row = int(jnp.argmin(norms))
+        raise ValueError(
+            f"{name} row {row} has norm {float(norms[row]):.3g}: inputs must be bounded "
+            "away from zero (Huang & Yau, Assumption 2.2). Normalise the rows, e.g. "
+            "X / np.linalg.norm(X, axis=1, keepdims=True)."
+        )
+    return X
+
+
+class TrainingSet(eqx.Module):
+    """Inputs `X` (n, d) and labels `y` (n,), validated.
+
+    The loss is `L = 1/(2n) sum_b (f(x_b) - y_b)^2` (Huang & Yau, Section 1).
+    """
+
+    X: Float[Array, "n d"]
+    y: Float[Array, " n"]
+
+    def __init__(self, X: ArrayLike, y: ArrayLike):
+        X = check_inputs(X, "X")
+        y = _float_array(y, "y")
+        if y.shape != (X.shape[0],):
+            raise ValueError(
+                f"y has shape {y.shape} but X has {X.shape[0]} rows: pass one label "
+                f"per input, shape ({X.shape[0]},)."
+            )
+        if not bool(jnp.all(jnp.isfinite(y))):
+            raise ValueError(f"y has a non-finite label at index {int(jnp.argmin(jnp.isfinite(y)))}.")
+        self.X = X
+        self.y = y
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+
+def product_teacher(X: Float[Array, "n d"]) -> Float[Array, " n"]:
+    """Jacot's regression target `f*(x) = x_1 x_2` (paper 003, Section 6)."""
+    return X[:, 0] * X[:, 1]
+
+
+def _labels(labels: Labels, X: Array, key: Array) -> Array:
+    if labels is None:
+        return jax.random.normal(key, (X.shape[0],), X.dtype)
+    if callable(labels):
+        return jnp.asarray(labels(X))
+    return labels
+
+
+def sphere_data(n: int, d: int, *, key: Any, labels: Labels = None) -> TrainingSet:
+    """`n` points uniform on the unit sphere in `R^d`.
+
+    `labels`: `None` for independent `N(0, 1)` labels, a function of `X` (a
+    teacher such as `product_teacher`), or an array of `n` labels.
+    """
+    n = positive_int(n, "n")
+    d = positive_int(d, "d")
+    key_x, key_y = jax.random.split(as_key(key))
+    X = jax.random.normal(key_x, (n, d), jnp.result_type(float))
+    X = X / jnp.linalg.norm(X, axis=1, keepdims=True)
+    return TrainingSet(X, _labels(labels, X, key_y))
+
+
+def circle_data(
+    n: int, *, key: Any = 0, spacing: str = "even", labels: Labels = None
+) -> TrainingSet:
+    """`n` points on the unit circle in `R^2`: at angles `2 pi k / n`
+    (`spacing="even"`) or at uniform random angles (`spacing="random"`)."""
+    n = positive_int(n, "n")
+    key_x, key_y = jax.random.split(as_key(key))
+    if spacing == "even":
+        angles = 2 * math.pi * jnp.arange(n, dtype=jnp.result_type(float)) / n
+    elif spacing == "random":
+        angles = jax.random.uniform(key_x, (n,), jnp.result_type(float), 0.0, 2 * math.pi)
+    else:
+        raise ValueError(f"spacing={spacing!r}: use 'even' or 'random'.")
+    X = jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=1)
+    return TrainingSet(X, _labels(labels, X, key_y))
