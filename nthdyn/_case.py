@@ -8,15 +8,24 @@ A case file defines `run(out: Path, quick: bool)` and ends with
 so that it runs as `python cases/NAME.py [--out DIR] [--quick]` and as
 `nthdyn run cases/NAME.py`. `--quick` shrinks the experiment so that the test
 suite runs every case end to end.
+
+A case whose `run` also takes a keyword `executor` (`run(out, quick, *,
+executor)`) runs its ensembles where `--workers N` (a Dask `LocalCluster` of N
+workers) or `--scheduler ADDRESS` (a running Dask scheduler) say; without them
+it gets `nthdyn.InProcess()`. Cases without that keyword run as before.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from ._executor import DaskExecutor, InProcess
 
 
 def case_parser(description: str | None, prog: str | None = None) -> argparse.ArgumentParser:
@@ -27,7 +36,39 @@ def case_parser(description: str | None, prog: str | None = None) -> argparse.Ar
                         help="folder for the NetCDF and PNG files (default: ./out)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings that finish in seconds (used by the tests)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="run ensembles on a Dask LocalCluster of N worker processes")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run ensembles on the Dask scheduler at ADDRESS "
+                             "(e.g. tcp://10.0.0.5:8786)")
     return parser
+
+
+def _takes_executor(run: Callable[..., Any]) -> bool:
+    try:
+        return "executor" in inspect.signature(run).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _executor(args: argparse.Namespace, run: Callable[..., Any], name: str):
+    """The executor that `--workers`/`--scheduler` ask for (None: the case's default)."""
+    if args.workers is not None and args.scheduler is not None:
+        raise SystemExit(f"{name}: give --workers N (a local cluster) or --scheduler "
+                         "ADDRESS (a running one), not both.")
+    if args.workers is not None and args.workers < 1:
+        raise SystemExit(f"{name}: --workers {args.workers}: pass at least 1 worker.")
+    distributed = args.workers is not None or args.scheduler is not None
+    if not _takes_executor(run):
+        if distributed:
+            raise SystemExit(f"{name}: this case runs in one process (its run() takes no "
+                             "executor); drop --workers/--scheduler.")
+        return None
+    if args.scheduler is not None:
+        return DaskExecutor(address=args.scheduler)
+    if args.workers is not None:
+        return DaskExecutor(n_workers=args.workers)
+    return InProcess()
 
 
 def run_case(
@@ -41,13 +82,20 @@ def run_case(
     import matplotlib
 
     matplotlib.use("Agg")
-    name = name or getattr(run, "__module__", "case")
+    name = name or Path(sys.argv[0]).stem
     args = case_parser(description, prog=name).parse_args(argv)
     headline = (description or name).strip().splitlines()[0]
     print(f"[nthdyn] case {name}{' (quick)' if args.quick else ''}: {headline}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    executor = _executor(args, run, name)
     start = time.perf_counter()
-    result = run(args.out, args.quick)
+    if executor is None:
+        result = run(args.out, args.quick)
+    else:
+        if not isinstance(executor, InProcess):
+            print(f"[nthdyn] ensembles run on {executor.describe()}", flush=True)
+        with executor:
+            result = run(args.out, args.quick, executor=executor)
     print(f"[nthdyn] case {name} finished in {time.perf_counter() - start:.1f} s; "
           f"results in {args.out}/", flush=True)
     return result

@@ -75,11 +75,20 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("case", nargs="?", help="path to a case .py file, or a shipped case name")
     run.add_argument("--out", default="out", help="folder for the results (default: ./out)")
     run.add_argument("--quick", action="store_true", help="tiny settings (seconds)")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="run the case's ensembles on a Dask LocalCluster of N workers")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="run the case's ensembles on the Dask scheduler at ADDRESS")
     info = commands.add_parser("info", help="summarise a results file")
     info.add_argument("file")
     args = parser.parse_args(argv)
     if args.command == "run":
-        _run(args.case, ["--out", args.out] + (["--quick"] if args.quick else []))
+        rest = ["--out", args.out] + (["--quick"] if args.quick else [])
+        if args.workers is not None:
+            rest += ["--workers", str(args.workers)]
+        if args.scheduler is not None:
+            rest += ["--scheduler", args.scheduler]
+        _run(args.case, rest)
     else:
         _info(args.file)
 

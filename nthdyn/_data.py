@@ -48,7 +48,10 @@ def check_inputs(X: Any, name: str = "X", *, in_size: int | None = None) -> Arra
         )
     if not bool(jnp.all(jnp.isfinite(X))):
         bad = np.argwhere(~np.isfinite(np.asarray(X)))[0]
-        raise ValueError(f"{name} has a non-finite value at row {bad[0]}, column {bad[1]}.")
+        raise ValueError(
+            f"{name} has a non-finite value ({float(X[bad[0], bad[1]])}) at row {bad[0]}, "
+            f"column {bad[1]}: drop or replace that row before training."
+        )
     norms = jnp.linalg.norm(X, axis=1)
     if bool(jnp.any(norms < 1e-3)):
         row = int(jnp.argmin(norms))

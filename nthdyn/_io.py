@@ -10,6 +10,7 @@ and the configuration as a JSON string. Attribute values are strings or numbers.
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -32,6 +33,13 @@ _DEPENDENCIES = ("nthdyn", "jax", "jaxlib", "equinox", "diffrax", "numpy", "scip
 
 def versions() -> dict[str, str]:
     """Versions of Python, nthdyn and its main dependencies."""
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
+    # Read once per process: importlib.metadata parses every package's METADATA
+    # (about 10 ms a call), and ensembles call to_dataset once per member.
     found = {"python": platform.python_version()}
     for name in _DEPENDENCIES:
         try:
@@ -89,6 +97,7 @@ def to_dataset(solution: Solution, *, title: str | None = None) -> xr.Dataset:
         "X": _variable(("sample", "input_dim"), problem.data.X, "training input x_a"),
         "retcode": ((), np.int32(solution.retcode), {
             "long_name": "solver status",
+            "units": "1",
             "flag_values": np.array(list(RETCODES), dtype=np.int32),
             "flag_meanings": " ".join(RETCODES.values()),
         }),
@@ -102,12 +111,17 @@ def to_dataset(solution: Solution, *, title: str | None = None) -> xr.Dataset:
     if solution.f_test is not None:
         data_vars["f_test"] = _variable(("time", "test"), solution.f_test, "network output on test inputs")
         data_vars["X_test"] = _variable(("test", "input_dim"), problem.test, "test input")
+        if solution.dfdt_test is not None:
+            data_vars["dfdt_test"] = _variable(("time", "test"), solution.dfdt_test,
+                                               "time derivative of the test outputs (eq. 6, 22)")
     n = problem.data.n
     coords = {
         "time": ("time", np.asarray(solution.t), {"long_name": time_name, "units": "1"}),
         "sample": ("sample", np.arange(n), {"long_name": "training sample index", "units": "1"}),
-        "sample_b": ("sample_b", np.arange(n), {"long_name": "training sample index (second kernel slot)", "units": "1"}),
     }
+    if solution.ntk is not None:
+        coords["sample_b"] = ("sample_b", np.arange(n),
+                              {"long_name": "training sample index (second kernel slot)", "units": "1"})
     if solution.f_test is not None:
         coords["test"] = ("test", np.arange(problem.test.shape[0]),
                           {"long_name": "test point index", "units": "1"})
@@ -132,6 +146,9 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
         ds.to_netcdf(temporary, engine="netcdf4", format="NETCDF4")
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private (0600)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

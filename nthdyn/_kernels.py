@@ -40,10 +40,15 @@ def layer_factors(network: AbstractLayeredNetwork, X: Float[Array, "n d"]) -> Fa
     return jax.vmap(one)(X)
 
 
-def gram_from_factors(factors_a: Factors, factors_b: Factors) -> Float[Array, "na nb"]:
-    """`sum_k (G_k^a G_k^bT) * (U_k^a U_k^bT)`: `O(n_a n_b m H)`."""
+def gram_from_factors(
+    factors_a: Factors, factors_b: Factors, maps: tuple[int, ...] | None = None
+) -> Float[Array, "na nb"]:
+    """`sum_k (G_k^a G_k^bT) * (U_k^a U_k^bT)`: `O(n_a n_b m H)`. `maps`: the
+    linear maps to sum over (`network.trained_maps()`; all by default)."""
     (g_a, u_a), (g_b, u_b) = factors_a, factors_b
-    return sum((ga @ gb.T) * (ua @ ub.T) for ga, gb, ua, ub in zip(g_a, g_b, u_a, u_b))
+    return sum((ga @ gb.T) * (ua @ ub.T)
+               for k, (ga, gb, ua, ub) in enumerate(zip(g_a, g_b, u_a, u_b))
+               if maps is None or k in maps)
 
 
 def ntk_structured(
@@ -58,10 +63,11 @@ def ntk_structured(
     `O(n1 n2 m^2 H)` time and `O((n1 + n2) m^2 H)` memory.
     """
     factors_1 = layer_factors(network, X1)
+    maps = network.trained_maps()  # frozen maps contribute nothing
     if X2 is None:
-        K = gram_from_factors(factors_1, factors_1)
+        K = gram_from_factors(factors_1, factors_1, maps)
         return 0.5 * (K + K.T)  # exactly symmetric
-    return gram_from_factors(factors_1, layer_factors(network, X2))
+    return gram_from_factors(factors_1, layer_factors(network, X2), maps)
 
 
 def ntk_jacobian(
@@ -80,12 +86,12 @@ def ntk_jacobian(
         rows = jax.vmap(jax.grad(lambda p, x: eqx.combine(p, static).apply(x)), (None, 0))(
             params, X
         )
-        leaves = jax.tree_util.tree_leaves(rows)
-        return jnp.concatenate([leaf.reshape(X.shape[0], -1) for leaf in leaves], axis=1)
+        return [leaf.reshape(X.shape[0], -1) for leaf in jax.tree_util.tree_leaves(rows)]
 
     J1 = jacobian(X1)
     J2 = J1 if X2 is None else jacobian(X2)
-    return J1 @ J2.T
+    # sum of per-block products: the Jacobian is never concatenated (half the memory)
+    return sum(a @ b.T for a, b in zip(J1, J2))
 
 
 @eqx.filter_jit

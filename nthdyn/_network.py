@@ -110,6 +110,28 @@ class AbstractLayeredNetwork(AbstractNetwork):
     def apply(self, x):
         return self.trace(x, None)[0]
 
+    def map_parameters(self, k: int) -> tuple[Array, ...]:
+        """The parameter arrays of linear map `k` (those that `frozen=(k,)` freezes)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not name the arrays of its linear maps, so none "
+            "can be frozen; implement map_parameters(k)."
+        )
+
+    def trained_maps(self) -> tuple[int, ...]:
+        """The indices of the linear maps that are trained: all but `frozen`.
+        The structured kernels sum over these maps only."""
+        frozen = getattr(self, "frozen", ())
+        return tuple(k for k in range(len(self.tap_sizes())) if k not in frozen)
+
+    def filter_spec(self):
+        """A pytree of bools for `eqx.partition`: True on the trainable arrays
+        (floating-point arrays of maps that are not frozen)."""
+        spec = jax.tree_util.tree_map(eqx.is_inexact_array, self)
+        for k in getattr(self, "frozen", ()):
+            count = len(self.map_parameters(k))
+            spec = eqx.tree_at(lambda net: net.map_parameters(k), spec, replace=(False,) * count)
+        return spec
+
     @abc.abstractmethod
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor arguments other than `key`."""
@@ -153,6 +175,9 @@ class MLP(AbstractLayeredNetwork):
       `"relu"`, `"identity"`) or an activation object such as `Softplus(4.0)`.
     - `sw`, `sa`: the standard deviations of the weights and of the output layer.
     - `key`: a JAX random key (or an int seed) for the initialisation.
+    - `frozen`: indices of linear maps that are not trained: `0..depth-1` for
+      `W^(1)..W^(H)`, `depth` for the readout `a`. `MLP(d, m, 1, frozen=(1,))` is
+      the two-layer network of the lecture notes (paper 004) that trains only `W^(1)`.
     """
 
     weights: tuple[Float[Array, "m _"], ...]
@@ -163,6 +188,7 @@ class MLP(AbstractLayeredNetwork):
     depth: int = eqx.field(static=True)
     sw: float = eqx.field(static=True)
     sa: float = eqx.field(static=True)
+    frozen: tuple[int, ...] = eqx.field(static=True)
     key: PRNGKeyArray
 
     def __init__(
@@ -174,6 +200,7 @@ class MLP(AbstractLayeredNetwork):
         *,
         sw: float = 1.0,
         sa: float = 1.0,
+        frozen: Any = (),
         key: Any,
     ):
         self.in_size = positive_int(in_size, "in_size")
@@ -181,6 +208,7 @@ class MLP(AbstractLayeredNetwork):
         self.depth = positive_int(depth, "depth")
         self.sw = positive_float(sw, "sw")
         self.sa = positive_float(sa, "sa")
+        self.frozen = check_frozen(frozen, self.depth)
         self.activation = as_activation(activation)
         self.key = as_key(key)
         keys = jax.random.split(self.key, self.depth + 1)
@@ -200,10 +228,14 @@ class MLP(AbstractLayeredNetwork):
             activation=self.activation,
             sw=self.sw,
             sa=self.sa,
+            frozen=self.frozen,
         )
 
     def tap_sizes(self):
         return (self.width,) * self.depth + (1,)
+
+    def map_parameters(self, k):
+        return (self.weights[k],) if k < self.depth else (self.readout,)
 
     def trace(self, x, taps):
         scale = 1.0 / math.sqrt(self.width)
@@ -228,7 +260,8 @@ class JacotMLP(AbstractLayeredNetwork):
     `alpha^(0) = x`, `alpha~^(l+1) = W^(l) alpha^(l) / sqrt(n_l) + beta b^(l)`,
     `alpha^(l) = sigma(alpha~^(l))`, and the output `f = alpha~^(L)` (linear).
     All parameters are `N(0, 1)`. Jacot's `L` (number of weight layers) is
-    `depth + 1`: `depth` counts hidden layers as for `MLP`.
+    `depth + 1`: `depth` counts hidden layers as for `MLP`. `frozen` lists maps
+    `(W^(k), b^(k))`, `k = 0..depth`, that are not trained (`depth`: the output layer).
     """
 
     weights: tuple[Float[Array, "_ _"], ...]
@@ -238,6 +271,7 @@ class JacotMLP(AbstractLayeredNetwork):
     width: int = eqx.field(static=True)
     depth: int = eqx.field(static=True)
     beta: float = eqx.field(static=True)
+    frozen: tuple[int, ...] = eqx.field(static=True)
     key: PRNGKeyArray
 
     def __init__(
@@ -248,12 +282,14 @@ class JacotMLP(AbstractLayeredNetwork):
         activation: str | AbstractActivation = "relu",
         *,
         beta: float = 0.1,
+        frozen: Any = (),
         key: Any,
     ):
         self.in_size = positive_int(in_size, "in_size")
         self.width = positive_int(width, "width")
         self.depth = positive_int(depth, "depth")
         self.beta = positive_float(beta, "beta", allow_zero=True)
+        self.frozen = check_frozen(frozen, self.depth)
         self.activation = as_activation(activation)
         self.key = as_key(key)
         sizes = (self.in_size,) + (self.width,) * self.depth + (1,)
@@ -274,10 +310,14 @@ class JacotMLP(AbstractLayeredNetwork):
             depth=self.depth,
             activation=self.activation,
             beta=self.beta,
+            frozen=self.frozen,
         )
 
     def tap_sizes(self):
         return (self.width,) * self.depth + (1,)
+
+    def map_parameters(self, k):
+        return (self.weights[k], self.biases[k])
 
     def trace(self, x, taps):
         inputs = []
@@ -294,8 +334,31 @@ class JacotMLP(AbstractLayeredNetwork):
         return alpha[0], tuple(inputs)
 
 
+def check_frozen(frozen: Any, depth: int) -> tuple[int, ...]:
+    """Validate `frozen`: distinct map indices in `0..depth`, not all of them."""
+    try:
+        indices = tuple(sorted({int(k) for k in frozen}))
+        valid = all(float(k) == int(k) for k in frozen)
+    except (TypeError, ValueError):
+        indices, valid = (), False
+    if not valid or any(not 0 <= k <= depth for k in indices):
+        raise ValueError(
+            f"frozen={frozen!r}: pass a tuple of linear-map indices in 0..{depth} "
+            f"(0..{depth - 1} hidden weights, {depth} the output layer), e.g. frozen=({depth},)."
+        )
+    if len(indices) == depth + 1:
+        raise ValueError(
+            f"frozen={frozen!r} freezes all {depth + 1} linear maps, so nothing would be "
+            "trained: leave at least one index out."
+        )
+    return indices
+
+
 def trainable(network: AbstractNetwork):
-    """Split a network into its trainable parameters and the rest (`eqx.partition`)."""
+    """Split a network into its trainable parameters and the rest (`eqx.partition`):
+    the floating-point arrays, less those of the maps a layered network freezes."""
+    if isinstance(network, AbstractLayeredNetwork):
+        return eqx.partition(network, network.filter_spec())
     return eqx.partition(network, eqx.is_inexact_array)
 
 

@@ -36,7 +36,8 @@ class Solution(eqx.Module):
     - `loss`: `L = 1/(2n) ||f - y||^2` `(time,)`.
     - `ntk`: the NTK on the training set `(time, n, n)`, if asked for.
     - `f_test`, `dfdt_test`: outputs on the test points `(time, t)`, if any.
-    - `network`: the network at the end of the span.
+    - `network`: the network at the end of the span (`None` for the hierarchy,
+      which evolves outputs and kernels, not parameters).
     - `retcode`: 0 on success; `RETCODES` gives the meaning.
     - `stats`: steps taken, accepted, rejected.
     - `solver`, `options`: what produced it (for provenance).
@@ -54,7 +55,7 @@ class Solution(eqx.Module):
     ntk: Float[Array, "time n n"] | None
     f_test: Float[Array, "time t"] | None
     dfdt_test: Float[Array, "time t"] | None
-    network: AbstractNetwork
+    network: AbstractNetwork | None
     retcode: int = eqx.field(static=True)
     stats: dict[str, int] = eqx.field(static=True)
     solver: str = eqx.field(static=True)

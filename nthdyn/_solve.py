@@ -17,6 +17,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 
 from ._checks import positive_float, positive_int
 from ._kernels import ntk_structured, ntk_jacobian
@@ -41,7 +42,7 @@ def check_float64() -> None:
             "errors below ~1e-7 are rounding noise. Turn it back on with "
             "jax.config.update('jax_enable_x64', True).",
             Float64Warning,
-            stacklevel=3,
+            stacklevel=4,  # check_float64 <- method <- singledispatch <- caller
         )
 
 
@@ -49,11 +50,12 @@ def check_float64() -> None:
 def solve(problem: AbstractProblem, solver: Any = None, **options: Any) -> Solution:
     """Solve `problem` with `solver` (SciML's `solve(prob, alg; kwargs...)`).
 
-    Methods exist for `GradientFlowProblem` and `GradientDescentProblem`.
+    Methods exist for every problem type of nthdyn (`GradientFlowProblem`,
+    `GradientDescentProblem`, `NTHProblem`, ...; `solve.registry` lists them).
     """
+    known = sorted(t.__name__ for t in solve.registry if t is not object)
     raise TypeError(
-        f"solve has no method for {type(problem).__name__}; pass a GradientFlowProblem "
-        "or a GradientDescentProblem."
+        f"solve has no method for {type(problem).__name__}; pass one of {known}."
     )
 
 
@@ -66,14 +68,19 @@ def _loss_and_outputs(static, X, y):
 
 
 def _observe(params, static, X, y, X_test, velocity, save_ntk):
-    """Outputs, their derivative along `velocity` (a jvp), loss and NTK."""
+    """Outputs, loss, NTK, and the outputs' derivative along `velocity` (a jvp;
+    none when `velocity` is None)."""
     def outputs(p):
         net = eqx.combine(p, static)
         return net(X), (None if X_test is None else net(X_test))
 
-    (f, f_test), (dfdt, dfdt_test) = jax.jvp(outputs, (params,), (velocity,))
-    observed = dict(f=f, dfdt=dfdt, f_test=f_test, dfdt_test=dfdt_test,
-                    loss=0.5 * jnp.mean((f - y) ** 2))
+    if velocity is None:
+        f, f_test = outputs(params)
+        observed = dict(f=f, f_test=f_test)
+    else:
+        (f, f_test), (dfdt, dfdt_test) = jax.jvp(outputs, (params,), (velocity,))
+        observed = dict(f=f, dfdt=dfdt, f_test=f_test, dfdt_test=dfdt_test)
+    observed["loss"] = 0.5 * jnp.mean((f - y) ** 2)
     if save_ntk:
         net = eqx.combine(params, static)
         kernel = ntk_structured if isinstance(net, AbstractLayeredNetwork) else ntk_jacobian
@@ -100,8 +107,9 @@ def _integrate_flow(params, static, X, y, X_test, t0, t1, ts, solver, controller
     )
 
 
-def save_times(saveat: Any, t0: float, t1: float, default_count: int = 101) -> jax.Array:
-    """Validated, sorted save times within `[t0, t1]`."""
+def save_times(saveat: Any, t0: float, t1: float, default_count: int = 101,
+               span: str = "tspan") -> jax.Array:
+    """Validated, sorted save times within `[t0, t1]` (`span` names the range in errors)."""
     if saveat is None:
         return jnp.linspace(t0, t1, default_count)
     ts = np.atleast_1d(np.asarray(saveat, dtype=float))
@@ -111,7 +119,7 @@ def save_times(saveat: Any, t0: float, t1: float, default_count: int = 101) -> j
         raise ValueError(f"saveat: times must be strictly increasing, got {ts}.")
     if ts[0] < t0 or ts[-1] > t1:
         raise ValueError(
-            f"saveat: times must lie in tspan=({t0}, {t1}); got {ts[0]} .. {ts[-1]}."
+            f"saveat: times must lie in {span}=({t0:g}, {t1:g}); got {ts[0]:g} .. {ts[-1]:g}."
         )
     return jnp.asarray(ts)
 
@@ -176,7 +184,9 @@ def _solve_flow(
     - `saveat`: times at which to save; 101 evenly spaced by default. The solver
       steps exactly to each save time, so saved values carry the solver's own
       accuracy rather than an interpolant's.
-    - `rtol`, `atol`: tolerances of the PID step-size controller (on parameters).
+    - `rtol`, `atol`: tolerances of the PID step-size controller, applied to the
+      Euclidean norm of the parameter error scaled by `atol + rtol |theta_i|`, so
+      that they bound the error of the outputs independently of the width.
     - `dt0`: the first step; chosen automatically by default.
     - `max_steps`: the most steps before giving up.
     - `save_ntk`: also save the NTK on the training set at each save time.
@@ -184,19 +194,46 @@ def _solve_flow(
     - `throw`: raise `SolverError` on failure (else return with `retcode != 0`).
     """
     check_float64()
-    params, static = trainable(problem.network)
+    settings = _flow_settings(problem, solver, saveat=saveat, rtol=rtol, atol=atol, dt0=dt0,
+                              max_steps=max_steps, save_ntk=save_ntk, progress=progress)
+    return _flow_solution(problem, _flow_integrate(problem, settings), settings, throw=throw)
+
+
+def _flow_settings(problem, solver, *, saveat, rtol, atol, dt0, max_steps, save_ntk,
+                   progress) -> dict[str, Any]:
+    """The validated options of a gradient-flow solve (shared with ensembles)."""
     solver = _check_solver(solver, parameter_count(problem.network))
     t0, t1 = problem.tspan
     ts = save_times(saveat, t0, t1)
     rtol, atol = positive_float(rtol, "rtol"), positive_float(atol, "atol")
     max_steps = positive_int(max_steps, "max_steps")
+    # The Euclidean (not RMS) norm over all P parameters: |f error| <= ||grad f|| ||theta error||_2
+    # with ||grad f||^2 = K2(x, x) = O(1), so the tolerance bounds the error of the outputs
+    # whatever P is. The RMS norm would let it grow like sqrt(P) (3e3 at P = 1e7).
     controller = diffrax.ClipStepSizeController(
-        diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts
+        diffrax.PIDController(rtol=rtol, atol=atol, norm=optx.two_norm), step_ts=ts
     )
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
-    data = problem.data
-    sol = _integrate_flow(params, static, data.X, data.y, problem.test, t0, t1, ts,
-                          solver, controller, dt0, max_steps, meter, bool(save_ntk))
+    return dict(solver=solver, t0=t0, t1=t1, ts=ts, rtol=rtol, atol=atol, dt0=dt0,
+                max_steps=max_steps, controller=controller, meter=meter,
+                save_ntk=bool(save_ntk))
+
+
+def _flow_integrate(problem, settings):
+    """The diffrax solution of the flow: a pure JAX function of the problem's
+    arrays, so ensembles can `vmap` it over networks of one shape."""
+    params, static = trainable(problem.network)
+    data, s = problem.data, settings
+    return _integrate_flow(params, static, data.X, data.y, problem.test, s["t0"], s["t1"],
+                           s["ts"], s["solver"], s["controller"], s["dt0"], s["max_steps"],
+                           s["meter"], s["save_ntk"])
+
+
+def _flow_solution(problem, sol, settings, *, throw) -> Solution:
+    """A `Solution` from one (unbatched) diffrax solution of `_flow_integrate`."""
+    solver, t1, max_steps = settings["solver"], settings["t1"], settings["max_steps"]
+    rtol, atol = settings["rtol"], settings["atol"]
+    static = trainable(problem.network)[1]
     observed, final = sol.ys
     code = _retcode(sol.result, observed["f"], observed["loss"])
     stats = {k: int(sol.stats[k]) for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
@@ -204,7 +241,7 @@ def _solve_flow(
         last = _last_finite_time(sol.ts[0], observed["f"])
         _raise_for(code, {
             1: f"max_steps={max_steps} steps were not enough to reach t={t1} "
-               f"(reached about t={last}). Raise max_steps, loosen rtol/atol "
+               f"(the last save time reached was t={last}). Raise max_steps, loosen rtol/atol "
                f"(now {rtol:g}/{atol:g}), or shorten tspan.",
             2: f"the outputs became non-finite after t={last}. Lower the weight scales "
                "or check the data; the flow itself cannot blow up for a smooth network.",
@@ -216,7 +253,8 @@ def _solve_flow(
         loss=observed["loss"], ntk=observed.get("ntk"), f_test=observed["f_test"],
         dfdt_test=observed["dfdt_test"], network=network, retcode=code, stats=stats,
         solver=type(solver).__name__,
-        options=dict(rtol=rtol, atol=atol, max_steps=max_steps, save_ntk=int(bool(save_ntk))),
+        options=dict(rtol=rtol, atol=atol, max_steps=max_steps,
+                     save_ntk=int(settings["save_ntk"])),
     )
 
 
@@ -240,10 +278,7 @@ def _descend(params, static, X, y, learning_rate, steps):
 
 @eqx.filter_jit
 def _observe_descent(params, static, X, y, X_test, save_ntk):
-    velocity = jax.tree_util.tree_map(jnp.zeros_like, params)
-    observed = _observe(params, static, X, y, X_test, velocity, save_ntk)
-    observed.pop("dfdt"), observed.pop("dfdt_test")
-    return observed
+    return _observe(params, static, X, y, X_test, None, save_ntk)
 
 
 @solve.register
@@ -264,7 +299,7 @@ def _solve_descent(
             f"solver={solver!r}: GradientDescentProblem takes no solver (the update rule "
             "is the problem); use GradientFlowProblem for an ODE solver."
         )
-    steps = np.asarray(save_times(saveat, 0, problem.steps, problem.steps + 1))
+    steps = np.asarray(save_times(saveat, 0, problem.steps, problem.steps + 1, span="steps"))
     if not np.all(steps == np.round(steps)):
         raise ValueError(f"saveat: gradient-descent steps must be integers, got {steps}.")
     steps = steps.astype(int)
@@ -277,7 +312,7 @@ def _solve_descent(
 
         iterator = tqdm(steps, desc="gradient descent", unit="save")
     for target in iterator:
-        params = _descend(params, static, data.X, data.y, problem.learning_rate,
+        params = _descend(params, static, data.X, data.y, jnp.asarray(problem.learning_rate),
                           jnp.asarray(target - done))
         done = int(target)
         records.append(_observe_descent(params, static, data.X, data.y, problem.test, bool(save_ntk)))

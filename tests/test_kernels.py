@@ -1,0 +1,108 @@
+"""The NTK K2 (Huang & Yau eq. 7): structured route against plain-JAX J J^T,
+symmetry, positive semi-definiteness, a linear model, and per-layer Grams."""
+
+import math
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+
+import nthdyn as nd
+from _models import features, linear_model, sphere
+
+
+X1 = sphere(5, 3, 0)
+X2 = sphere(3, 3, 1)
+X = np.concatenate([X1, X2])
+
+NETWORKS = {
+    "mlp1-tanh": lambda: nd.MLP(3, 16, 1, "tanh", key=jax.random.key(0)),
+    "mlp3-tanh": lambda: nd.MLP(3, 16, 3, "tanh", sw=1.2, sa=0.8, key=jax.random.key(1)),
+    "mlp3-relu": lambda: nd.MLP(3, 16, 3, "relu", key=jax.random.key(2)),
+    "mlp3-softplus4": lambda: nd.MLP(3, 16, 3, nd.Softplus(4.0), key=jax.random.key(3)),
+    "mlp1-erf": lambda: nd.MLP(3, 16, 1, "erf", key=jax.random.key(4)),
+    "jacot2-relu": lambda: nd.JacotMLP(3, 16, 2, "relu", key=jax.random.key(5)),
+    "jacot2-gelu": lambda: nd.JacotMLP(3, 16, 2, "gelu", beta=0.5, key=jax.random.key(6)),
+}
+
+
+def _rel_err(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == np.float64
+    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+# the reference, compiled once per network (eager op-by-op dispatch is slow)
+jacobian_ntk = eqx.filter_jit(nd.ntk_jacobian)
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_structured_ntk_equals_jacobian_ntk(name):
+    net = NETWORKS[name]()
+    J = jacobian_ntk(net, X)
+    K = nd.ntk(net, X)
+    assert K.shape == (8, 8)
+    assert _rel_err(K, J) <= 1e-12
+    # two different input sets: K(X1, X2) is the off-diagonal block
+    K12 = nd.ntk(net, X1, X2)
+    assert K12.shape == (5, 3)
+    assert _rel_err(K12, J[:5, 5:]) <= 1e-12
+
+
+def test_jacobian_ntk_with_two_input_sets():
+    net = NETWORKS["mlp3-tanh"]()
+    J = jacobian_ntk(net, X)
+    J12 = jacobian_ntk(net, X1, X2)
+    assert J12.shape == (5, 3)
+    assert _rel_err(J12, J[:5, 5:]) <= 1e-13
+
+
+@pytest.mark.parametrize("name", ["mlp3-tanh", "mlp3-relu", "jacot2-relu"])
+def test_ntk_is_symmetric_and_positive_semidefinite(name):
+    net = NETWORKS[name]()
+    K = np.asarray(nd.ntk(net, X))
+    assert np.array_equal(K, K.T)
+    eigenvalues = np.linalg.eigvalsh(K)
+    assert eigenvalues.max() > 0
+    assert eigenvalues.min() >= -1e-12 * eigenvalues.max()
+    # the diagonal is a squared gradient norm
+    assert np.all(np.diag(K) > 0)
+
+
+def test_ntk_of_linear_model_is_feature_gram():
+    net = linear_model()
+    assert nd.parameter_count(net) == 9
+    Phi = np.stack([features(x, np) for x in X])
+    assert _rel_err(jacobian_ntk(net, X), Phi @ Phi.T) <= 1e-13
+    assert _rel_err(jacobian_ntk(net, X1, X2), Phi[:5] @ Phi[5:].T) <= 1e-13
+    # nd.ntk falls back to the Jacobian route for a non-layered network
+    assert _rel_err(nd.ntk(net, X), Phi @ Phi.T) <= 1e-13
+    # and the kernel does not depend on the parameters
+    assert _rel_err(nd.ntk(linear_model(seed=1), X), Phi @ Phi.T) <= 1e-13
+
+
+def test_ntk_is_sum_of_layer_grams_eq_7():
+    """Depth H = 2, tanh: K2 = G^(1) + G^(2) + G^(3) with G^(l) from eq. (7)."""
+    net = nd.MLP(3, 16, 2, "tanh", sw=1.1, sa=0.9, key=jax.random.key(9))
+    m = net.width
+    W1, W2 = (np.asarray(w) for w in net.weights)
+    a = np.asarray(net.readout)
+    x0 = X  # rows x_alpha^(0)
+    h1 = x0 @ W1.T
+    x1 = np.tanh(h1) / math.sqrt(m)
+    h2 = x1 @ W2.T
+    x2 = np.tanh(h2) / math.sqrt(m)
+    d1, d2 = 1 - np.tanh(h1) ** 2, 1 - np.tanh(h2) ** 2  # sigma'_l (diagonal)
+    v2 = d2 * a / math.sqrt(m)  # sigma'_2 a / sqrt(m)
+    v1 = d1 * (v2 @ W2) / math.sqrt(m)  # sigma'_1 W2^T / sqrt(m) sigma'_2 a / sqrt(m)
+    G1 = (v1 @ v1.T) * (x0 @ x0.T)
+    G2 = (v2 @ v2.T) * (x1 @ x1.T)
+    G3 = x2 @ x2.T
+
+    np.testing.assert_allclose(np.asarray(net(X)), x2 @ a, rtol=1e-13)
+    K = np.asarray(nd.ntk(net, X))
+    assert _rel_err(K, G1 + G2 + G3) <= 1e-12
+    # each Gram matters: dropping any one of them is far off
+    for G in (G1, G2, G3):
+        assert _rel_err(K, G1 + G2 + G3 - G) > 1e-3
