@@ -148,8 +148,8 @@ def _plot(ds, path):
     def closed(values):
         values = np.asarray(values)
         return np.append(values, values[..., :1], axis=-1)
-    fig, axes = plt.subplots(1, ds.sizes["width"], figsize=(11, 4.2), sharey=True,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(1, ds.sizes["width"], figsize=(11, 4.6), sharey=True,
+                             layout="constrained")
     for axis, width in zip(np.atleast_1d(axes), ds.width.values):
         w = ds.sel(width=width)
         axis.fill_between(degrees, closed(ds.gp_percentile.sel(percentile=10)),
@@ -169,7 +169,8 @@ def _plot(ds, path):
         axis.set_xticks(np.arange(0, 361, 90))
         axis.grid(alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel(r"network function $f_\theta(x)$")
-    np.atleast_1d(axes)[0].legend(loc="lower left", fontsize=8)
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=5, fontsize=9)
     fig.suptitle(f"Jacot et al. Fig. 2: relu, L = 4, beta = 0.1, {steps} gradient-descent steps "
                  "(rate 1.0) vs the t -> infinity limiting Gaussian process")
     fig.savefig(path, dpi=90)

@@ -4,17 +4,19 @@ Networks in Jacot's parametrization (JacotMLP: preactivations W a / sqrt(n_l) + 
 beta = 0.1, relu, L = 4 weight layers: depth = 3 hidden layers) of widths n = 500 and
 n = 10000, 10 independent initializations each. The kernel Theta(x0, x) for x0 = (1, 0)
 and x = (cos g, sin g) on the unit circle is computed at t = 0 and after 200 steps of
-gradient descent with learning rate 1.0 on the regression of f*(x) = x1 x2 on 8 random
+gradient descent with learning rate 1.0 on the regression of f*(x) = x1 x2 on 4 random
 N(0, I_2) inputs; the limiting NTK Theta_inf^(4) (Jacot Thm. 1, closed-form arc-cosine
 expectations) is drawn beside them. The wider network's kernels spread less around the
 limit and move less during training.
 
-How it fits on a small CPU: the width-10000 network has 2 x 10^8 weights; it is stored
+How it fits on a small CPU: the width-10000 network has 2 x 10^8 weights. It is stored
 in float32 (the kernels' spread and movement are ~1e-2 to 1e-3, far above float32
-rounding), gradient descent keeps the updates of the two 10^4 x 10^4 matrices as
-low-rank factors (nthdyn.low_rank_descent: each step reads the matrices twice and never
-writes them), and Theta(x0, .) uses the structured NTK on 72 circle points (every 5
-degrees). Width 500 runs in float64.
+rounding; width 500 stays in float64); gradient descent keeps the updates of the two
+10^4 x 10^4 matrices as low-rank factors (nthdyn.low_rank_descent: each step reads the
+matrices twice, forward and backward, and never writes them); Theta(x0, .) is the
+structured NTK on 48 circle points (every 7.5 degrees); 4 training points (Jacot does
+not give their number). A step then moves ~1.6 GB through memory, which sets the run
+time (measured times: docs/jacot_cases.md).
 
 Writes jacot_ntk_circle.nc and jacot_ntk_circle.png.
 """
@@ -37,7 +39,7 @@ FLOAT32_FROM_WIDTH = 5000
 def _settings(quick):
     if quick:
         return dict(widths=(16, 48), inits=2, steps=3, n_circle=12, n_train=8)
-    return dict(widths=(500, 10000), inits=10, steps=200, n_circle=72, n_train=8)
+    return dict(widths=(500, 10000), inits=10, steps=200, n_circle=48, n_train=4)
 
 
 def _member(width, key, dtype):

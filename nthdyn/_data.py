@@ -34,8 +34,10 @@ def _float_array(value: Any, name: str) -> Array:
 
 def check_inputs(X: Any, name: str = "X", *, in_size: int | None = None) -> Array:
     """Validate an input matrix `(n, d)`: finite, real, rows of norm far from zero
-    (Huang & Yau, Assumption 2.2: `c < ||x|| <= 1/c`)."""
-    X = _float_array(X, name)
+    (Huang & Yau, Assumption 2.2: `c < ||x|| <= 1/c`). Under `jit`/`vmap` only
+    the shape can be checked."""
+    traced = isinstance(X, jax.core.Tracer)
+    X = jnp.asarray(X, dtype=jnp.result_type(float)) if traced else _float_array(X, name)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(
             f"{name} has shape {X.shape}: expected a non-empty matrix (n, d), one row "
@@ -46,6 +48,8 @@ def check_inputs(X: Any, name: str = "X", *, in_size: int | None = None) -> Arra
             f"{name} has {X.shape[1]} columns but the network takes inputs of size "
             f"{in_size}."
         )
+    if traced:
+        return X
     if not bool(jnp.all(jnp.isfinite(X))):
         bad = np.argwhere(~np.isfinite(np.asarray(X)))[0]
         raise ValueError(

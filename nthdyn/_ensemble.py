@@ -119,8 +119,9 @@ def _check_seeds(seeds: Any) -> tuple[int, ...]:
     if not seeds:
         raise ValueError("seeds=[]: pass at least one seed, e.g. seeds=range(16).")
     for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seeds contains {seed!r}: seeds must be integers >= 0 "
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
+                or not 0 <= seed < 2**32:
+            raise ValueError(f"seeds contains {seed!r}: seeds must be integers in [0, 2**32) "
                              "(each member's key is fold_in(key(master_seed), seed)).")
     if len(set(seeds)) != len(seeds):
         repeated = sorted({s for s in seeds if seeds.count(s) > 1})
@@ -130,9 +131,8 @@ def _check_seeds(seeds: Any) -> tuple[int, ...]:
 
 def _check_axis(name: str, values: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     if isinstance(values, Mapping):
-        labels, values = list(values.keys()), list(values.values())
-        for i, label in enumerate(labels):
-            _label(label, name, i)
+        labels = [_label(label, name, i) for i, label in enumerate(values.keys())]
+        values = list(values.values())
     else:
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
             raise TypeError(f"axes[{name!r}]={values!r}: pass a sequence of values, e.g. "
@@ -329,8 +329,10 @@ class EnsembleProblem(eqx.Module):
             "seeds": None if self.seeds is None else list(self.seeds),
             "master_seed": self.master_seed,
             "axes": {name: list(labels) for name, labels in self.labels.items()},
+            # Values that are not their own labels (activations, data sets, ...).
             "axis_values": {name: [_describe(v) for v in values]
-                            for name, values in self.axes.items()},
+                            for name, values in self.axes.items()
+                            if [_describe(v) for v in values] != list(self.labels[name])},
             "output": None if self.output is None else describe_function(self.output),
             "vmap": int(self.vmap),
         }
@@ -365,8 +367,13 @@ def _describe(value: Any) -> Any:
 
 
 def describe_function(function: Callable[..., Any]) -> dict[str, str]:
-    """Name and source hash of a function (so a sweep store notices edits)."""
-    name = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
+    """Name and source hash of a function (so a sweep store notices edits). The
+    module is left out when it is a script's (`__main__`, or `__nthdyn_case__`
+    under `nthdyn run`): the same case file gives the same name either way."""
+    name = getattr(function, "__qualname__", repr(function))
+    module = getattr(function, "__module__", None) or ""
+    if not module.startswith("__"):
+        name = f"{module}.{name}"
     try:
         source = inspect.getsource(function)
     except (OSError, TypeError):
@@ -437,8 +444,9 @@ def _solver_config(solver: Any, options: dict[str, Any]) -> dict[str, Any]:
 
     return {
         "solver": None if solver is None else eqx.tree_pformat(solver, short_arrays=False),
+        # Progress meters are execution, not configuration.
         "options": {k: _json_default(v) if isinstance(v, (np.ndarray, jax.Array)) else v
-                    for k, v in sorted(options.items())},
+                    for k, v in sorted(options.items()) if k != "progress"},
     }
 
 
@@ -551,7 +559,7 @@ class OutputFunction(AbstractComputation):
         return member_dataset(ds), 0 if finite else 2
 
     def config(self):
-        return {"computation": "output", "output": describe_function(self.function)}
+        return {"computation": "output", "vmap": int(self.vmap)}  # the function: config "output"
 
     def work_factor(self):
         return 2

@@ -212,7 +212,8 @@ def _solve_nth(
         raise TypeError(f"solver={solver!r}: pass an adaptive diffrax solver, e.g. nthdyn.Tsit5().")
     controller = diffrax.ClipStepSizeController(diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts)
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
-    sol = _integrate(field, observe, state, args, t0, t1, ts, solver, controller, dt0, max_steps, meter)
+    sol = _integrate(field, observe, state, args, jnp.asarray(t0, float), jnp.asarray(t1, float),
+                     ts, solver, controller, dt0, max_steps, meter)
     observed = sol.ys
     code = _retcode(sol.result, observed["f"], observed["ntk"])
     if throw:
@@ -250,6 +251,11 @@ def compare(flow: Solution, nth: Solution) -> xr.Dataset:
         raise ValueError("compare: solve the flow with save_ntk=True to compare kernels.")
     if flow.t.shape != nth.t.shape or not np.allclose(flow.t, nth.t, rtol=0, atol=1e-12):
         raise ValueError("compare: the two solutions must be saved at the same times (saveat).")
+    same_data = all(np.array_equal(getattr(flow.problem.data, a), getattr(nth.problem.data, a))
+                    for a in ("X", "y"))
+    if not same_data or flow.problem.network.config() != nth.problem.network.config():
+        raise ValueError("compare: the flow and the hierarchy must start from the same network "
+                         "and training set (the problem's network and data differ).")
     dims, dims_k = ("time", "sample"), ("time", "sample", "sample_b")
 
     def var(dims, values, long_name):

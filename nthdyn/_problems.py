@@ -131,7 +131,7 @@ def remake(problem: AbstractProblem, **changes: Any) -> AbstractProblem:
     """A copy of `problem` with some fields changed (SciML's `remake`).
 
     A change names a field of the problem (`tspan`, `data`, `test`, `network`,
-    `steps`, `learning_rate`) or a hyperparameter of its network (`width`,
+    `steps`, `learning_rate`, `order`) or a hyperparameter of its network (`width`,
     `depth`, `key`, `activation`, ...), which re-initialises the network from its
     key (kept unless changed).
 
@@ -144,6 +144,4 @@ def remake(problem: AbstractProblem, **changes: Any) -> AbstractProblem:
     fields.update({k: v for k, v in changes.items() if k in fields})
     if network_changes:
         fields["network"] = fields["network"].remake(**network_changes)
-    network, data = fields.pop("network"), fields.pop("data")
-    positional = [fields.pop(f) for f in ("tspan", "steps", "learning_rate") if f in fields]
-    return type(problem)(network, data, *positional, **fields)
+    return type(problem)(**fields)  # constructor arguments are named as the fields

@@ -224,7 +224,9 @@ def _flow_integrate(problem, settings):
     arrays, so ensembles can `vmap` it over networks of one shape."""
     params, static = trainable(problem.network)
     data, s = problem.data, settings
-    return _integrate_flow(params, static, data.X, data.y, problem.test, s["t0"], s["t1"],
+    # times as arrays, so that a new tspan does not recompile
+    return _integrate_flow(params, static, data.X, data.y, problem.test,
+                           jnp.asarray(s["t0"], float), jnp.asarray(s["t1"], float),
                            s["ts"], s["solver"], s["controller"], s["dt0"], s["max_steps"],
                            s["meter"], s["save_ntk"])
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import json
 import os
@@ -148,6 +147,10 @@ class SweepStore:
     def _acquire(self):
         handle = open(self.path / ".lock", "a+")
         try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (do not run two sweeps on one store)
+            return handle
+        try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
@@ -164,8 +167,7 @@ class SweepStore:
 
     def close(self) -> None:
         if self._lock is not None:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
-            self._lock.close()
+            self._lock.close()  # closing the file releases the flock
             self._lock = None
 
     def __enter__(self):
@@ -275,6 +277,10 @@ def _solve_ensemble(
     """
     _check_run_options(store, executor, batch_size)
     if member_progress:
+        if ensemble.output is not None:
+            raise TypeError("member_progress=True shows diffrax's progress meter inside each "
+                            "solve; this ensemble's output function computes members itself. "
+                            "Use progress=True for a bar over points.")
         options["progress"] = True
     computation = computation_for(ensemble, solver, options)
     computation.setup(ensemble.problem)  # bad solvers and options fail here, not per member

@@ -201,3 +201,13 @@ def test_open_sweep_reads_finished_points(cheap, tmp_path):
     (store / "points" / "p000002.nc").unlink()
     partial = nd.open_sweep(store)
     assert partial.width.values.tolist() == [4, 5]
+
+
+def test_execution_settings_are_not_configuration(cheap, small_data):
+    from nthdyn._ensemble import computation_for
+
+    flows = nd.EnsembleProblem(cheap.problem, seeds=range(2))
+    quiet = computation_for(flows, nd.Tsit5(), {"rtol": 1e-8})
+    chatty = computation_for(flows, nd.Tsit5(), {"rtol": 1e-8, "progress": True})
+    assert quiet.config() == chatty.config()
+    assert computation_for(flows, nd.Tsit5(), {"rtol": 1e-9}).config() != quiet.config()
