@@ -39,10 +39,12 @@ from ._network import AbstractNetwork
 from ._io import provenance
 from ._problems import AbstractProblem, _check_common, _check_tspan
 from ._solution import Solution
-from ._solve import _raise_for, _retcode, check_float64, save_times, solve
+from ._solve import _check_solver, _raise_for, _retcode, check_float64, save_times, solve
 
 #: The automatic solver choice uses an implicit method only for states this small.
 IMPLICIT_MAX_STATE = 1000
+#: A user's implicit solver is refused above this state size (a 10^4 x 10^4 Jacobian is 0.8 GB).
+IMPLICIT_MAX_DENSE = 10_000
 #: ... and only when the linear part is this stiff: lambda_max(K2) (t1 - t0) / n.
 STIFFNESS_THRESHOLD = 1e4
 
@@ -208,8 +210,8 @@ def _solve_nth(
     if solver is None:
         stiffness = float(np.linalg.eigvalsh(np.asarray(kernels[0]))[-1]) * (t1 - t0) / n
         solver = choose_solver(size, stiffness)
-    elif not isinstance(solver, diffrax.AbstractAdaptiveSolver):
-        raise TypeError(f"solver={solver!r}: pass an adaptive diffrax solver, e.g. nthdyn.Tsit5().")
+    else:
+        solver = _check_solver(solver, size, limit=IMPLICIT_MAX_DENSE, state="hierarchy's state")
     controller = diffrax.ClipStepSizeController(diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts)
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
     sol = _integrate(field, observe, state, args, jnp.asarray(t0, float), jnp.asarray(t1, float),

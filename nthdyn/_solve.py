@@ -124,7 +124,10 @@ def save_times(saveat: Any, t0: float, t1: float, default_count: int = 101,
     return jnp.asarray(ts)
 
 
-def _check_solver(solver: Any, n_params: int) -> diffrax.AbstractSolver:
+def _check_solver(solver: Any, n_params: int, *, limit: int = IMPLICIT_MAX_PARAMETERS,
+                  state: str = "parameter-space flow") -> diffrax.AbstractSolver:
+    """An adaptive diffrax solver instance (Tsit5 for None); an implicit one only
+    if the dense Jacobian of a state of `n_params` entries is affordable."""
     if solver is None:
         return diffrax.Tsit5()
     if isinstance(solver, type):
@@ -134,12 +137,12 @@ def _check_solver(solver: Any, n_params: int) -> diffrax.AbstractSolver:
             f"solver={solver!r}: pass an adaptive diffrax solver such as nthdyn.Tsit5(), "
             "nthdyn.Dopri8() or nthdyn.Kvaerno5()."
         )
-    if isinstance(solver, diffrax.AbstractImplicitSolver) and n_params > IMPLICIT_MAX_PARAMETERS:
+    if isinstance(solver, diffrax.AbstractImplicitSolver) and n_params > limit:
         raise ValueError(
             f"solver={type(solver).__name__}() is implicit: its Newton step builds a dense "
-            f"{n_params} x {n_params} Jacobian of the parameter-space flow. Use an explicit "
-            "solver (Tsit5, Dopri8) for the exact flow; implicit solvers fit the small "
-            "function-space systems of the hierarchy."
+            f"{n_params} x {n_params} Jacobian of the {state} (at most {limit} entries are "
+            "allowed). Use an explicit solver (Tsit5, Dopri8); implicit solvers fit small "
+            "stiff systems such as the low orders of the hierarchy."
         )
     return solver
 
