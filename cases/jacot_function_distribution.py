@@ -20,7 +20,6 @@ Writes jacot_function_distribution.nc and jacot_function_distribution.png.
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 

@@ -245,10 +245,14 @@ def gaussian_expectations(
 
     activation = as_activation(activation)
     s11, s12, s22 = np.broadcast_arrays(*(np.asarray(s, dtype=np.float64) for s in (s11, s12, s22)))
-    if np.any(s11 < 0) or np.any(s22 < 0) or np.any(s12**2 > s11 * s22 * (1 + 1e-12) + 1e-300):
+    bad = (s11 < 0) | (s22 < 0) | (s12**2 > s11 * s22 * (1 + 1e-12) + 1e-300)
+    if np.any(bad):
+        i = np.argwhere(bad)[0]
         raise ValueError(
-            "s11, s12, s22 do not form a covariance matrix: need s11 >= 0, s22 >= 0 and "
-            "s12^2 <= s11 s22."
+            "s11, s12, s22 do not form a covariance matrix"
+            + (f" at index {tuple(int(k) for k in i)}" if i.size else "") + ": "
+            f"s11={s11[tuple(i)]:.6g}, s12={s12[tuple(i)]:.6g}, s22={s22[tuple(i)]:.6g}. Pass "
+            "s11 >= 0, s22 >= 0 and s12^2 <= s11 s22 (e.g. s12 = rho sqrt(s11 s22), |rho| <= 1)."
         )
     quadrature = _default_quadrature(activation) if quadrature is None else quadrature
     shape = s11.shape

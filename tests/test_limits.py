@@ -1,10 +1,7 @@
 """Infinite-width kernels: closed forms vs quadrature, convergence of the quadrature,
 the recursions vs Monte-Carlo seed means of finite networks, ensemble estimates."""
 
-import math
 
-import equinox as eqx
-import jax
 import numpy as np
 import pytest
 

@@ -189,3 +189,20 @@ def test_relu_hierarchy_needs_smooth_activation():
     with pytest.raises(ValueError, match="order"):
         nd.NTHProblem(network(), DATA, 1, TSPAN)
     nd.NTHProblem(relu, DATA, 2, TSPAN)  # the NTK alone is fine
+
+
+def test_p2_equals_kernel_regression_with_the_finite_ntk():
+    """Kernel regression with the NTK at t = 0 (eq. 8, closed form through the
+    eigendecomposition) is the hierarchy truncated at p = 2 (eq. 15, an ODE solve),
+    test points (eq. 22) included: two independent computations."""
+    data = nd.sphere_data(n=4, d=3, key=jax.random.key(3))
+    net = nd.MLP(3, 32, depth=2, activation="tanh", key=jax.random.key(4))
+    test = nd.sphere_data(n=2, d=3, key=jax.random.key(5)).X
+    ts = np.linspace(0.0, 3.0, 7)
+    nth = nd.solve(nd.NTHProblem(net, data, 2, (0.0, 3.0), test=test), saveat=ts)
+    regression = nd.solve(nd.KernelRegressionProblem(nd.FiniteNTK(net), data, (0.0, 3.0), test=test),
+                          saveat=ts)
+    np.testing.assert_allclose(regression.f, nth.f, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(regression.f_test, nth.f_test, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(nth.ntk, np.broadcast_to(nd.ntk(net, data.X), nth.ntk.shape),
+                               rtol=0, atol=1e-14)  # p = 2: the kernel stays frozen
