@@ -39,8 +39,9 @@ def run(out: Path, quick: bool):
     print(f"  solver: {sol.solver}, {sol.stats['num_accepted_steps']} steps accepted, "
           f"{sol.stats['num_rejected_steps']} rejected, status {sol.status}")
     print(f"  loss: {float(ds.loss[0]):.4g} at t = 0 -> {float(ds.loss[-1]):.4g} at t = {t1:g}")
+    ratio, bound = float(ds.loss[-1] / ds.loss[0]), np.exp(-2 * eigenvalues.min() * t1 / 8)
     print(f"  NTK at t = 0: eigenvalues {eigenvalues.min():.3g} .. {eigenvalues.max():.3g}; "
-          f"loss bound exp(-lambda_min t / n) at t = {t1:g}: {np.exp(-eigenvalues.min() * t1 / 8):.3g} (Cor. 2.5)")
+          f"loss(t1)/loss(0) = {ratio:.3g}, frozen-kernel bound exp(-2 lambda_min t1 / n) = {bound:.3g} (Cor. 2.5)")
     print(f"  NTK relative change at t = {t1:g}: {change[-1]:.3g} (m * change = {width * change[-1]:.3g})")
     print(f"  wrote {nc} and {png}")
     return ds

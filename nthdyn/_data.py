@@ -98,6 +98,18 @@ class TrainingSet(eqx.Module):
         return self.X.shape[1]
 
 
+def as_training_set(data: Any) -> TrainingSet:
+    """A `TrainingSet`, or an `(X, y)` pair made into one."""
+    if isinstance(data, tuple) and len(data) == 2:
+        data = TrainingSet(*data)
+    if not isinstance(data, TrainingSet):
+        raise TypeError(
+            f"data={type(data).__name__}: pass a TrainingSet(X, y), an (X, y) pair, or "
+            "the result of nthdyn.sphere_data(...)."
+        )
+    return data
+
+
 def product_teacher(X: Float[Array, "n d"]) -> Float[Array, " n"]:
     """Jacot's regression target `f*(x) = x_1 x_2` (paper 003, Section 6)."""
     return X[:, 0] * X[:, 1]

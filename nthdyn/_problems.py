@@ -15,7 +15,7 @@ import equinox as eqx
 from jaxtyping import Array, Float
 
 from ._checks import positive_float, positive_int
-from ._data import TrainingSet, check_inputs
+from ._data import TrainingSet, as_training_set, check_inputs
 from ._network import AbstractNetwork
 
 
@@ -25,13 +25,7 @@ def _check_common(network: Any, data: Any, test: Any):
             f"network={type(network).__name__}: pass an nthdyn network such as "
             "nthdyn.MLP(in_size=4, width=512, depth=1, key=0)."
         )
-    if isinstance(data, tuple) and len(data) == 2:
-        data = TrainingSet(*data)
-    if not isinstance(data, TrainingSet):
-        raise TypeError(
-            f"data={type(data).__name__}: pass a TrainingSet(X, y), an (X, y) pair, or "
-            "the result of nthdyn.sphere_data(...)."
-        )
+    data = as_training_set(data)
     if data.d != network.in_size:
         raise ValueError(
             f"data has inputs of dimension {data.d} but the network takes in_size="

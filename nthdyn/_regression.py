@@ -33,7 +33,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._checks import positive_float, positive_int
-from ._data import TrainingSet, check_inputs
+from ._data import TrainingSet, as_training_set, check_inputs
 from ._kernels import ntk
 from ._limits import AbstractQuadrature, limiting_kernels
 from ._network import AbstractNetwork, JacotMLP, MLP
@@ -167,14 +167,7 @@ class KernelRegressionProblem(eqx.Module):
 
     def __init__(self, kernel, data, tspan, test=None, *, f0=None, f0_test=None):
         self.kernel = _as_kernel(kernel)
-        if isinstance(data, tuple) and len(data) == 2:
-            data = TrainingSet(*data)
-        if not isinstance(data, TrainingSet):
-            raise TypeError(
-                f"data={type(data).__name__}: pass a TrainingSet(X, y), an (X, y) pair, or "
-                "the result of nthdyn.sphere_data(...)."
-            )
-        self.data = data
+        self.data = as_training_set(data)
         self.tspan = _check_tspan(tspan)
         self.test = None if test is None else check_inputs(test, "test", in_size=data.d)
         self.f0 = _outputs(self.kernel.initial_outputs(data.X) if f0 is None else f0,
@@ -391,8 +384,7 @@ def limiting_distribution(
     dropped, as a pseudo-inverse): the kernel interpolant plus a Gaussian that
     vanishes on the training inputs.
     """
-    if isinstance(data, tuple) and len(data) == 2:
-        data = TrainingSet(*data)
+    data = as_training_set(data)
     t = float(t)
     if not t >= 0:
         raise ValueError(f"t={t!r}: the training time must be >= 0 (math.inf for convergence).")
