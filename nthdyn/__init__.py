@@ -68,7 +68,12 @@ from ._network import (
     MLP as MLP,
     parameter_count as parameter_count,
 )
-from ._nth import NTHProblem as NTHProblem, choose_solver as choose_solver, compare as compare, initial_kernels as initial_kernels
+from ._nth import (
+    NTHProblem as NTHProblem,
+    choose_solver as choose_solver,
+    compare as compare,
+    initial_kernels as initial_kernels,
+)
 from ._problems import (
     AbstractProblem as AbstractProblem,
     GradientDescentProblem as GradientDescentProblem,
