@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 import xarray as xr
 
 
@@ -84,6 +83,8 @@ def _ols(log_x: np.ndarray, log_y: np.ndarray, confidence: float) -> tuple[float
     n = int(good.sum())
     if n < 3:
         return (np.nan,) * 7 + (n,)
+    import scipy.stats  # here, not at import: it costs 1.7 s of `import nthdyn`
+
     fit = scipy.stats.linregress(log_x[good], log_y[good])
     t = scipy.stats.t.ppf(0.5 + confidence / 2, n - 2)
     half = t * fit.stderr
