@@ -30,74 +30,81 @@ from ._data import (
     sphere_data as sphere_data,
 )
 from ._ensemble import (
-    ENSEMBLE_RETCODES as ENSEMBLE_RETCODES,
-    EnsembleProblem as EnsembleProblem,
-    member_key as member_key,
-)
-from ._executor import (
     AbstractExecutor as AbstractExecutor,
     DaskExecutor as DaskExecutor,
+    EnsembleProblem as EnsembleProblem,
     InProcess as InProcess,
+    SweepConfigError as SweepConfigError,
+    member_key as member_key,
+    open_sweep as open_sweep,
 )
 from ._io import (
+    compare as compare,
     provenance as provenance,
     read_netcdf as read_netcdf,
     to_dataset as to_dataset,
     versions as versions,
     write_netcdf as write_netcdf,
 )
-from ._hierarchy import (
+from ._kernels import (
     contract_last as contract_last,
     hierarchy_contraction as hierarchy_contraction,
     hierarchy_kernel as hierarchy_kernel,
+    ntk as ntk,
+    ntk_jacobian as ntk_jacobian,
+    ntk_structured as ntk_structured,
 )
-from ._kernels import ntk as ntk, ntk_jacobian as ntk_jacobian, ntk_structured as ntk_structured
 from ._limits import (
+    AbstractQuadrature as AbstractQuadrature,
     ClosedForm as ClosedForm,
     GaussHermite as GaussHermite,
+    GaussianPrediction as GaussianPrediction,
     LimitingKernels as LimitingKernels,
     PolarQuadrature as PolarQuadrature,
     estimate_kernel_limit as estimate_kernel_limit,
     gaussian_expectations as gaussian_expectations,
+    limiting_distribution as limiting_distribution,
     limiting_kernels as limiting_kernels,
 )
 from ._network import (
     AbstractLayeredNetwork as AbstractLayeredNetwork,
     AbstractNetwork as AbstractNetwork,
     JacotMLP as JacotMLP,
+    LowRankMatrix as LowRankMatrix,
     MLP as MLP,
     parameter_count as parameter_count,
 )
-from ._nth import (
-    NTHProblem as NTHProblem,
-    choose_solver as choose_solver,
-    compare as compare,
-    initial_kernels as initial_kernels,
-)
 from ._problems import (
-    AbstractProblem as AbstractProblem,
-    GradientDescentProblem as GradientDescentProblem,
-    GradientFlowProblem as GradientFlowProblem,
-    remake as remake,
-)
-from ._regression import (
     AbstractKernel as AbstractKernel,
+    AbstractProblem as AbstractProblem,
     Eigendecomposition as Eigendecomposition,
     FiniteNTK as FiniteNTK,
     FunctionKernel as FunctionKernel,
-    GaussianPrediction as GaussianPrediction,
+    GradientDescent as GradientDescent,
+    GradientDescentProblem as GradientDescentProblem,
+    GradientFlowProblem as GradientFlowProblem,
+    HierarchyKernels as HierarchyKernels,
     KernelRegressionProblem as KernelRegressionProblem,
     LimitingNTK as LimitingNTK,
-    limiting_distribution as limiting_distribution,
+    LowRankGradientDescent as LowRankGradientDescent,
+    NTHProblem as NTHProblem,
+    choose_solver as choose_solver,
+    initial_kernels as initial_kernels,
+    low_rank_descent as low_rank_descent,
+    remake as remake,
 )
-from ._solution import RETCODES as RETCODES, Solution as Solution, SolverError as SolverError
-from ._solve import Float64Warning as Float64Warning, solve as solve
+from ._solve import (
+    RESULTS as RESULTS,
+    RETCODES as RETCODES,
+    Float64Warning as Float64Warning,
+    Solution as Solution,
+    SolverError as SolverError,
+    solve as solve,
+)
 from ._stats import (
     compare_exponents as compare_exponents,
     fit_power_law as fit_power_law,
     summary as summary,
 )
-from ._sweep import SweepConfigError as SweepConfigError, open_sweep as open_sweep
-from ._wide import low_rank_descent as low_rank_descent
 
 __version__ = "0.1.0"

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._executor import DaskExecutor, InProcess
+from ._ensemble import DaskExecutor, InProcess
 
 
 def case_parser(description: str | None, prog: str | None = None) -> argparse.ArgumentParser:

@@ -42,7 +42,7 @@ def _run(case: str | None, rest: list[str]) -> None:
 
 def _info(path: str) -> None:
     from ._io import read_netcdf
-    from ._solution import RETCODES
+    from ._solve import RETCODES
 
     ds = read_netcdf(path)
     print(f"{path}: {ds.attrs.get('title', '(no title)')}")

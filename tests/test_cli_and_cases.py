@@ -93,7 +93,7 @@ def test_cli_info(quickstart_out, capsys):
     for name in variables:
         assert f"    {name}(" in printed, name
     assert "ntk_relative_change" in variables
-    assert "status: {'success': 1}" in printed
+    assert "status: {'successful': 1}" in printed
     assert "WARNING" not in printed  # computed in float64
 
 

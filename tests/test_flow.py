@@ -32,7 +32,7 @@ def test_saved_times_and_shapes(flow_solution):
     assert sol.f.shape == sol.dfdt.shape == (101, 4)
     assert sol.ntk.shape == (101, 4, 4) and sol.loss.shape == (101,)
     assert sol.f_test.shape == sol.dfdt_test.shape == (101, 3)
-    assert sol.retcode == 0 and sol.status == "success"
+    assert sol.retcode == 0 and sol.status == "successful"
     assert sol.solver == "Dopri8" and sol.stats["num_accepted_steps"] >= 100
     assert sol.f.dtype == jnp.float64
 
@@ -249,7 +249,7 @@ def test_float32_mode_warns(float32_mode, monkeypatch):
     def integrate(*args, **kwargs):
         raise RuntimeError("integration reached")
 
-    monkeypatch.setattr("nthdyn._solve._integrate_flow", integrate)
+    monkeypatch.setattr("nthdyn._solve._core._integrate", integrate)
     with pytest.warns(nd.Float64Warning, match="float32"):
         with pytest.raises(RuntimeError, match="integration reached"):
             nd.solve(nd.GradientFlowProblem(net, data, (0.0, 0.1)), saveat=[0.0, 0.1])

@@ -3,12 +3,14 @@ parameter counts and initialisation statistics."""
 
 import math
 
+import equinox as eqx
 import jax
 import numpy as np
 import pytest
 import scipy.special
 
 import nthdyn as nd
+import _models
 
 
 def _inputs(n=5, d=3, seed=0):
@@ -197,3 +199,78 @@ def test_integer_seed_equals_key():
     b = nd.MLP(3, 16, key=jax.random.key(5))
     assert np.array_equal(a.weights[0], b.weights[0])
     assert np.array_equal(a.readout, b.readout)
+
+
+# ----------------------------------------------------------------- networks from weights
+
+
+def test_mlp_from_weights_round_trip_and_hand_ntk():
+    """Weights in: the same outputs and the K2 of the hand formula eq. (7)."""
+    rng = np.random.default_rng(0)
+    d, m = 3, 5
+    W1, W2, a = rng.normal(size=(m, d)), rng.normal(size=(m, m)), rng.normal(size=m)
+    net = nd.MLP.from_weights([W1, W2], a, activation="tanh")
+    assert (net.in_size, net.width, net.depth, net.key) == (d, m, 2, None)
+    X = _models.sphere(4, d, 1)
+    # hand formula: x1 = tanh(W1 x)/sqrt(m), x2 = tanh(W2 x1)/sqrt(m), f = a.x2
+    h1 = X @ W1.T
+    x1 = np.tanh(h1) / np.sqrt(m)
+    h2 = x1 @ W2.T
+    x2 = np.tanh(h2) / np.sqrt(m)
+    np.testing.assert_allclose(net(X), x2 @ a, rtol=0, atol=1e-14)
+    g2 = (1 - np.tanh(h2) ** 2) * a / np.sqrt(m)  # df/dh2
+    g1 = (1 - np.tanh(h1) ** 2) * (g2 @ W2) / np.sqrt(m)  # df/dh1
+    K = x2 @ x2.T + (g2 @ g2.T) * (x1 @ x1.T) + (g1 @ g1.T) * (X @ X.T)
+    np.testing.assert_allclose(nd.ntk(net, X), K, rtol=0, atol=1e-13)
+    same = nd.MLP.from_weights([W1, W2], a)
+    assert net.config() == same.config()
+    assert net.config()["weights"] == "given" and len(net.config()["weights_sha256"]) == 64
+    other = nd.MLP.from_weights([W1, W2 + 1e-12], a)
+    assert other.config()["weights_sha256"] != net.config()["weights_sha256"]
+
+
+def test_jacot_from_weights_equals_the_keyed_network():
+    keyed = nd.JacotMLP(3, 6, 2, key=4)
+    given = nd.JacotMLP.from_weights(keyed.weights, keyed.biases, activation="relu", beta=keyed.beta)
+    X = _models.sphere(5, 3, 2)
+    np.testing.assert_array_equal(given(X), keyed(X))
+    np.testing.assert_array_equal(nd.ntk(given, X), nd.ntk(keyed, X))
+    assert "key_data" not in given.config() and "key_data" in keyed.config()
+
+
+def test_from_weights_errors_and_remake():
+    rng = np.random.default_rng(1)
+    W1, a = rng.normal(size=(5, 3)), rng.normal(size=5)
+    with pytest.raises(ValueError, match=r"weights\[1\] has shape \(4, 5\); expected \(5, 5\)"):
+        nd.MLP.from_weights([W1, rng.normal(size=(4, 5))], a)
+    with pytest.raises(ValueError, match=r"readout has shape \(4,\); expected \(5\)"):
+        nd.MLP.from_weights([W1], a[:4])
+    with pytest.raises(ValueError, match="readout has non-finite entries"):
+        nd.MLP.from_weights([W1], np.full(5, np.nan))
+    with pytest.raises(TypeError, match="weights: pass a non-empty sequence of matrices"):
+        nd.MLP.from_weights(W1, a)
+    with pytest.raises(ValueError, match=r"weights has 2 matrices but biases has 1"):
+        nd.JacotMLP.from_weights([W1, rng.normal(size=(1, 5))], [np.zeros(5)])
+    net = nd.MLP.from_weights([W1], a)
+    with pytest.raises(ValueError, match="built from given weights.*Pass key="):
+        net.remake(width=8)
+    drawn = net.remake(width=8, key=2)  # a key draws new weights, on purpose
+    assert drawn.width == 8 and drawn.key is not None
+    data = nd.sphere_data(4, 3, key=0)
+    problem = nd.GradientFlowProblem(net, data, (0.0, 1.0))
+    with pytest.raises(ValueError, match="built from given weights"):
+        nd.remake(problem, depth=2)
+    assert nd.remake(problem, tspan=(0.0, 2.0)).network is net  # other fields keep it
+
+
+def test_compare_refuses_different_weights():
+    data = nd.sphere_data(4, 3, key=0)
+    net = nd.MLP(3, 8, 1, key=1)
+    moved = eqx.tree_at(lambda n: n.readout, net, net.readout + 1e-3)  # same key, other weights
+    flow = nd.solve(nd.GradientFlowProblem(net, data, (0.0, 0.5)), saveat=[0.0, 0.5], save_ntk=True)
+    nth = nd.solve(nd.NTHProblem(moved, data, 2, (0.0, 0.5)), saveat=[0.0, 0.5])
+    with pytest.raises(ValueError, match="same network parameters"):
+        nd.compare(flow, nth)
+    same = nd.solve(nd.NTHProblem(nd.MLP.from_weights(net.weights, net.readout), data, 2,
+                                  (0.0, 0.5)), saveat=[0.0, 0.5])
+    assert float(nd.compare(flow, same).err_f[0]) == 0.0  # equal by value: accepted

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import nthdyn as nd
-import nthdyn._solve
+import nthdyn._problems._flow
 from _models import sphere
 
 X = sphere(4, 3, 0)
@@ -191,7 +191,7 @@ def test_solver_not_adaptive(problem):
 
 def test_implicit_solver_on_big_network():
     big = nd.MLP(3, 200, depth=2, key=jax.random.key(0))  # 3*200 + 200^2 + 200 parameters
-    assert nd.parameter_count(big) == 40_800 > nthdyn._solve.IMPLICIT_MAX_PARAMETERS
+    assert nd.parameter_count(big) == 40_800 > nthdyn._problems._flow.IMPLICIT_MAX_PARAMETERS
     problem = nd.GradientFlowProblem(big, (X, Y), (0.0, 1.0))
     with pytest.raises(ValueError, match=r"solver=Kvaerno5\(\) is implicit: its Newton step "
                                          r"builds a dense 40800 x 40800 Jacobian.*Use an "
@@ -201,8 +201,8 @@ def test_implicit_solver_on_big_network():
 
 def test_gradient_descent_with_solver(net):
     problem = nd.GradientDescentProblem(net, (X, Y), steps=3, learning_rate=0.1)
-    with pytest.raises(TypeError, match=r"solver=Tsit5\(.*\): GradientDescentProblem takes no "
-                                        r"solver.*use GradientFlowProblem"):
+    with pytest.raises(TypeError, match=r"solver=Tsit5\(.*\): GradientDescentProblem takes "
+                                        r"nthdyn.GradientDescent\(\).*use GradientFlowProblem"):
         nd.solve(problem, nd.Tsit5())
 
 

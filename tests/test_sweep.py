@@ -15,8 +15,8 @@ import pytest
 import xarray as xr
 
 import nthdyn as nd
-from nthdyn._executor import AbstractExecutor, LostItem
-from nthdyn._sweep import SweepStore, read_log
+from nthdyn._ensemble._executor import AbstractExecutor, LostItem
+from nthdyn._ensemble._store import SweepStore, read_log
 
 SCRIPT = textwrap.dedent('''
     """A sweep of 4 widths x 4 seeds of K2 at initialisation, stored point by point."""

@@ -8,20 +8,7 @@ import equinox as eqx
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._network import AbstractNetwork
-from ._problems import AbstractProblem
-
-#: Status codes of a solve (stored in NetCDF with CF `flag_values`/`flag_meanings`).
-RETCODES: dict[int, str] = {
-    0: "success",
-    1: "max_steps_reached",
-    2: "nonfinite",
-    3: "solver_failure",
-}
-
-
-class SolverError(RuntimeError):
-    """A solve did not reach the end of its time span."""
+from ._results import RESULTS, code, name
 
 
 class Solution(eqx.Module):
@@ -36,18 +23,22 @@ class Solution(eqx.Module):
     - `loss`: `L = 1/(2n) ||f - y||^2` `(time,)`.
     - `ntk`: the NTK on the training set `(time, n, n)`, if asked for.
     - `f_test`, `dfdt_test`: outputs on the test points `(time, t)`, if any.
-    - `network`: the network at the end of the span (`None` for the hierarchy,
-      which evolves outputs and kernels, not parameters).
-    - `retcode`: 0 on success; `RETCODES` gives the meaning.
-    - `stats`: steps taken, accepted, rejected.
+    - `network`: the network at the end of the span (`None` for the hierarchy and
+      kernel regression, which evolve outputs and kernels, not parameters).
+    - `result`: the status, a `RESULTS` item (`RESULTS.successful` on success;
+      batched under `vmap`). `status` is its name, `retcode` its integer code.
+    - `stats`: steps taken, accepted, rejected (arrays).
     - `solver`, `options`: what produced it (for provenance).
+
+    Under `eqx.filter_vmap` every array (and `problem`, `network`) gains the batch
+    axes in front.
 
     Calling `solution(t)` interpolates `f` at any time in the span: piecewise
     cubic Hermite on the saved `(f, df/dt)`, fourth-order in the save spacing.
     For exact values, put the time in `saveat`.
     """
 
-    problem: AbstractProblem
+    problem: Any
     t: Float[Array, " time"]
     f: Float[Array, "time n"]
     dfdt: Float[Array, "time n"] | None
@@ -55,15 +46,23 @@ class Solution(eqx.Module):
     ntk: Float[Array, "time n n"] | None
     f_test: Float[Array, "time t"] | None
     dfdt_test: Float[Array, "time t"] | None
-    network: AbstractNetwork | None
-    retcode: int = eqx.field(static=True)
-    stats: dict[str, int] = eqx.field(static=True)
+    network: Any
+    result: RESULTS
+    stats: dict[str, Any]
     solver: str = eqx.field(static=True)
     options: dict[str, Any] = eqx.field(static=True)
 
     @property
     def status(self) -> str:
-        return RETCODES[self.retcode]
+        """The name of the status, e.g. `"successful"` (unbatched solutions)."""
+        return name(self.result)
+
+    @property
+    def retcode(self) -> Any:
+        """The integer code of the status, as stored in NetCDF files (an array of
+        codes for a batched solution)."""
+        codes = code(self.result)
+        return int(codes) if codes.ndim == 0 else codes
 
     @property
     def y(self) -> Float[Array, " n"]:

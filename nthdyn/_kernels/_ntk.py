@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._data import check_inputs
-from ._network import AbstractLayeredNetwork, AbstractNetwork, trainable
+from .._data import check_inputs
+from .._network import AbstractLayeredNetwork, AbstractNetwork, trainable
 
 Factors = tuple[tuple[Float[Array, "n _"], ...], tuple[Float[Array, "n _"], ...]]
 
@@ -95,7 +95,9 @@ def ntk_jacobian(
 
 
 @eqx.filter_jit
-def _ntk(network, X1, X2):
+def ntk_traced(network, X1, X2=None):
+    """`ntk` without input checks (safe inside `jit`/`vmap`): structured for layered
+    networks, the Jacobian product otherwise."""
     if isinstance(network, AbstractLayeredNetwork):
         return ntk_structured(network, X1, X2)
     return ntk_jacobian(network, X1, X2)
@@ -125,4 +127,4 @@ def ntk(
     X1 = check_inputs(X1, "X1", in_size=network.in_size)
     if X2 is not None:
         X2 = check_inputs(X2, "X2", in_size=network.in_size)
-    return _ntk(network, X1, X2)
+    return ntk_traced(network, X1, X2)

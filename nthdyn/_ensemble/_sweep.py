@@ -35,9 +35,6 @@ from two configurations are never mixed. Execution settings (executor,
 
 from __future__ import annotations
 
-import contextlib
-import datetime
-import hashlib
 import json
 import os
 import time
@@ -47,181 +44,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._ensemble import (
-    AbstractComputation,
-    EnsembleProblem,
-    computation_for,
-    lost_point,
-    run_point,
-)
+from .._io import coordinate, data_variables, provenance, read_netcdf, write_netcdf
+from .._solve import solve
+from ._computation import AbstractComputation, computation_for
 from ._executor import AbstractExecutor, InProcess, LostItem
-from ._io import _json_default, provenance, read_netcdf, write_netcdf
-from ._solve import solve
-
-FORMAT = "nthdyn-sweep/1"
-
-
-class SweepConfigError(ValueError):
-    """A sweep store holds results of a different configuration."""
-
-
-def _canonical(config: dict[str, Any]) -> tuple[str, str]:
-    text = json.dumps(config, default=_json_default, sort_keys=True, separators=(",", ":"))
-    return text, hashlib.sha256(text.encode()).hexdigest()
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix: value}
-
-
-def _difference(old: dict[str, Any], new: dict[str, Any], limit: int = 8) -> str:
-    a, b = _flatten(old), _flatten(new)
-    keys = sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
-
-    def short(value: Any) -> str:
-        text = json.dumps(value, default=str)
-        return text if len(text) <= 80 else text[:77] + "..."
-
-    lines = [f"  {k}: stored {short(a.get(k, '<absent>'))}, now {short(b.get(k, '<absent>'))}"
-             for k in keys[:limit]]
-    if len(keys) > limit:
-        lines.append(f"  ... and {len(keys) - limit} more")
-    return "\n".join(lines)
-
-
-class SweepStore:
-    """The on-disk store of one sweep (see the module docstring for the layout)."""
-
-    def __init__(self, path: str | os.PathLike, config: dict[str, Any], points: list[dict]):
-        self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise SweepConfigError(f"store={str(self.path)!r} is a file: give a folder path "
-                                   "for the sweep store.")
-        text, digest = _canonical(config)
-        index = self.path / "sweep.json"
-        if self.path.is_dir() and not index.exists() and any(
-                p.name != ".lock" for p in self.path.iterdir()):
-            raise SweepConfigError(
-                f"store={str(self.path)!r} exists and is not an nthdyn sweep store (no "
-                "sweep.json): give a new or empty folder.")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = self._acquire()
-        try:
-            if index.exists():
-                stored = json.loads(index.read_text())
-                if stored.get("format") != FORMAT:
-                    raise SweepConfigError(
-                        f"store={str(self.path)!r} has format {stored.get('format')!r}; this "
-                        f"nthdyn writes {FORMAT!r}. Use a new store folder.")
-                if stored["config_sha256"] != digest:
-                    raise SweepConfigError(
-                        f"store={str(self.path)!r} holds a sweep with a different "
-                        f"configuration (SHA-256 {stored['config_sha256'][:12]} stored, "
-                        f"{digest[:12]} now). What differs:\n"
-                        f"{_difference(stored['config'], json.loads(text))}\n"
-                        "Results of two configurations are never mixed: use another store "
-                        "path for the new configuration, or delete this store to start over."
-                    )
-            else:
-                self._write_json(index, {
-                    "format": FORMAT,
-                    "config_sha256": digest,
-                    "created": _now(),
-                    "config": json.loads(text),
-                    "points": points,
-                })
-            (self.path / "points").mkdir(exist_ok=True)
-            for stale in (self.path / "points").glob(".p*.nc.*.part"):
-                stale.unlink(missing_ok=True)  # from a writer that was killed
-        except BaseException:
-            self.close()
-            raise
-        self.n_points = len(points)
-        self.config_sha256 = digest
-
-    def _acquire(self):
-        handle = open(self.path / ".lock", "a+")
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock (do not run two sweeps on one store)
-            return handle
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            handle.close()
-            raise SweepConfigError(
-                f"store={str(self.path)!r} is in use by another running sweep (pid "
-                f"{owner}): wait for it to finish, or use another store path.") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        return handle
-
-    def close(self) -> None:
-        if self._lock is not None:
-            self._lock.close()  # closing the file releases the flock
-            self._lock = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    @staticmethod
-    def _write_json(path: Path, content: dict[str, Any]) -> None:
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.part")
-        with open(temporary, "w") as stream:
-            json.dump(content, stream, indent=1, default=_json_default, sort_keys=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-
-    def point_path(self, index: int) -> Path:
-        return self.path / "points" / f"p{index:06d}.nc"
-
-    def finished(self) -> set[int]:
-        """The points whose files exist (each file is complete: written atomically)."""
-        return {i for i in range(self.n_points) if self.point_path(i).exists()}
-
-    def write_point(self, index: int, ds: xr.Dataset) -> None:
-        write_netcdf(ds, self.point_path(index))
-
-    def read_point(self, index: int) -> xr.Dataset:
-        return read_netcdf(self.point_path(index))
-
-    def log(self, **event: Any) -> None:
-        line = json.dumps({"time": _now(), "pid": os.getpid(), **event}, default=_json_default)
-        with open(self.path / "log.jsonl", "a") as stream:
-            stream.write(line + "\n")
-
-    def history(self) -> list[dict[str, Any]]:
-        return read_log(self.path)
-
-
-def read_log(store: str | os.PathLike) -> list[dict[str, Any]]:
-    """The events of a store's `log.jsonl` ("start", "point", "end"; a line cut
-    short by a kill is skipped)."""
-    events = []
-    path = Path(store) / "log.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                events.append(json.loads(line))
-    return events
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
-
+from ._point import lost_point, run_point
+from ._problem import EnsembleProblem
+from ._store import FORMAT, SweepStore, canonical
 
 def _run_point_timed(ensemble, computation, batch_size, index):
     start = time.perf_counter()
@@ -356,17 +185,6 @@ def _nested(datasets: list[xr.Dataset], shape: tuple[int, ...]) -> Any:
     return [_nested(datasets[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
-_AXIS_ATTRS = {
-    "seed": {"long_name": "seed of the member: network key fold_in(key(master_seed), seed)",
-             "units": "1"},
-    "width": {"long_name": "hidden width m", "units": "1"},
-    "depth": {"long_name": "number of hidden layers H", "units": "1"},
-    "order": {"long_name": "truncation order p of the Neural Tangent Hierarchy", "units": "1"},
-    "learning_rate": {"long_name": "learning rate eta", "units": "1"},
-    "activation": {"long_name": "activation function sigma"},
-}
-
-
 def combine(ensemble: EnsembleProblem, computation: AbstractComputation, config: dict,
             datasets: list[xr.Dataset], title: str | None = None) -> xr.Dataset:
     """One Dataset from the points' Datasets (in point order)."""
@@ -381,21 +199,13 @@ def combine(ensemble: EnsembleProblem, computation: AbstractComputation, config:
     ds = ds.transpose(*ensemble.dims, ...)
     ds["message"] = ds["message"].astype(str)
     for name in ensemble.dims:
-        ds[name].attrs = dict(_AXIS_ATTRS.get(name, {"long_name": f"sweep axis {name}",
-                                                     "units": "1"}))
+        ds[name].attrs = coordinate(name, ds[name].values)[2]
     if computation.shared_data() and not {"data", "test"} & set(ensemble.axes):
-        problem = ensemble.problem
-        ds["X"] = (("sample", "input_dim"), np.asarray(problem.data.X),
-                   {"long_name": "training input x_a", "units": "1"})
-        ds["y"] = (("sample",), np.asarray(problem.data.y),
-                   {"long_name": "training label y_a", "units": "1"})
-        if problem.test is not None:
-            ds["X_test"] = (("test", "input_dim"), np.asarray(problem.test),
-                            {"long_name": "test input", "units": "1"})
+        ds = ds.assign(data_variables(ensemble.problem))
     ds.attrs = provenance(title or f"nthdyn ensemble of {type(ensemble.problem).__name__}",
                           config)
     ds.attrs["master_seed"] = ensemble.master_seed
-    ds.attrs["config_sha256"] = _canonical(config)[1]
+    ds.attrs["config_sha256"] = canonical(config)[1]
     return ds
 
 

@@ -35,10 +35,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._data import check_inputs
-from ._kernels import ntk_jacobian, ntk_structured
-from ._network import AbstractLayeredNetwork, AbstractNetwork, trainable
-from ._checks import positive_int
+from .._checks import positive_int
+from .._data import check_inputs
+from .._network import AbstractLayeredNetwork, AbstractNetwork, trainable
+from ._ntk import ntk_jacobian, ntk_structured
 
 #: Default cap on the size of a full kernel tensor (bytes).
 MAX_KERNEL_BYTES = 2 * 1024**3
@@ -62,11 +62,12 @@ def _base_for(network: AbstractNetwork, method: str) -> Callable:
 def check_order(network: AbstractNetwork, order: Any, *, name: str = "order") -> int:
     """`order >= 2`, and a smooth activation when `order >= 3` (Assumption 2.1)."""
     order = positive_int(order, name, minimum=2)
-    activation = getattr(network, "activation", None)
-    if order >= 3 and activation is not None and not activation.smooth:
+    if order >= 3 and not network.smooth():
+        what = (network.activation.name if isinstance(network, AbstractLayeredNetwork)
+                else type(network).__name__)
         raise ValueError(
             f"{name}={order} needs a smooth activation, but the network uses "
-            f"{activation.name}: K(3) and higher contain its second and higher "
+            f"{what}: K(3) and higher contain its second and higher "
             "derivatives, which vanish almost everywhere and are infinite at 0 "
             "(Huang & Yau, Assumption 2.1). Use a smooth activation, e.g. "
             "nthdyn.Softplus(sharpness=10.0), or stay at order 2 (the NTK)."

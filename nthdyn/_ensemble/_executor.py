@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ._checks import positive_float, positive_int
+from .._checks import positive_float, positive_int
 
 
 class LostItem:

@@ -1,0 +1,100 @@
+"""One registry of the variables and coordinates that nthdyn writes: dimensions,
+`long_name`, `units` and the equation each comes from. Every Dataset builder (single
+solves, ensembles, comparisons, limits) takes its metadata from here; a problem may
+relabel a variable (the hierarchy's `ntk` is `K~2`, not the network's NTK).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .._solve import RETCODES
+
+
+class Variable(NamedTuple):
+    dims: tuple[str, ...]
+    long_name: str
+    units: str = "1"
+    equation: str = ""
+
+
+VARIABLES: dict[str, Variable] = {
+    # solutions
+    "f": Variable(("time", "sample"), "network output on the training inputs f(x_a)",
+                  equation="Huang & Yau eq. (2)"),
+    "dfdt": Variable(("time", "sample"), "time derivative of f, -1/n K2 (f - y)",
+                     equation="Huang & Yau eq. (6)"),
+    "loss": Variable(("time",), "training loss L = 1/(2n) sum (f - y)^2",
+                     equation="Huang & Yau Section 1"),
+    "ntk": Variable(("time", "sample", "sample_b"), "neural tangent kernel K2(x_a, x_b)",
+                    equation="Huang & Yau eq. (7)"),
+    "f_test": Variable(("time", "test"), "network output on the test inputs f(x)",
+                       equation="Huang & Yau eq. (2)"),
+    "dfdt_test": Variable(("time", "test"), "time derivative of the test outputs",
+                          equation="Huang & Yau eq. (6), (22)"),
+    "X": Variable(("sample", "input_dim"), "training input x_a"),
+    "y": Variable(("sample",), "training label y_a"),
+    "X_test": Variable(("test", "input_dim"), "test input x"),
+    "retcode": Variable((), "solver status (nthdyn.RESULTS)"),
+    "message": Variable((), "error message of a failed member ('' on success)"),
+    "num_steps": Variable((), "solver statistic: steps taken"),
+    "num_accepted_steps": Variable((), "solver statistic: accepted steps"),
+    "num_rejected_steps": Variable((), "solver statistic: rejected steps"),
+    # comparisons of the flow with the hierarchy
+    "f_nth": Variable(("time", "sample"), "output f~ of the truncated NTH",
+                      equation="Huang & Yau eq. (15)"),
+    "ntk_nth": Variable(("time", "sample", "sample_b"), "K~2 of the truncated NTH",
+                        equation="Huang & Yau eq. (15)"),
+    "err_f": Variable(("time",), "||f - f~||_2 over the training set",
+                      equation="Huang & Yau eq. (18)"),
+    "err_K2": Variable(("time",), "max |K2 - K~2|", equation="Huang & Yau eq. (19)"),
+    "err_f_test": Variable(("time",), "||f_x - f~_x||_2 over the test points",
+                           equation="Huang & Yau eq. (22)"),
+}
+
+COORDINATES: dict[str, str] = {
+    "time": "training time t",
+    "sample": "training sample index",
+    "sample_b": "training sample index (second kernel slot)",
+    "test": "test point index",
+    "seed": "seed of the member: network key fold_in(key(master_seed), seed)",
+    "width": "hidden width m",
+    "depth": "number of hidden layers H",
+    "order": "truncation order p of the Neural Tangent Hierarchy",
+    "learning_rate": "learning rate eta",
+    "activation": "activation function sigma",
+}
+
+
+def attributes(name: str, *, long_name: str | None = None, equation: str | None = None,
+               **extra: Any) -> dict[str, Any]:
+    """The attributes of variable `name` (`long_name`, `units`, `equation`, and CF
+    flags for status codes), with the problem's relabelling if any."""
+    entry = VARIABLES.get(name, Variable((), name))
+    attrs: dict[str, Any] = {"long_name": long_name or entry.long_name}
+    if name != "message":  # a string variable has no units (CF)
+        attrs["units"] = entry.units
+    if equation or entry.equation:
+        attrs["equation"] = equation or entry.equation
+    if name == "retcode":
+        attrs["flag_values"] = np.array(list(RETCODES), dtype=np.int32)
+        attrs["flag_meanings"] = " ".join(RETCODES.values())
+    attrs.update(extra)
+    return attrs
+
+
+def variable(name: str, values: Any, *, lead: tuple[str, ...] = (), dims: tuple[str, ...] | None = None,
+             long_name: str | None = None, equation: str | None = None) -> tuple:
+    """`(dims, values, attrs)` of variable `name` for an `xarray.Dataset`; `lead`
+    dimensions (e.g. `("seed",)`) go first."""
+    entry = VARIABLES.get(name, Variable((), name))
+    dims = lead + (entry.dims if dims is None else dims)
+    return dims, np.asarray(values), attributes(name, long_name=long_name, equation=equation)
+
+
+def coordinate(name: str, values: Any, *, long_name: str | None = None) -> tuple:
+    """`(name, values, attrs)` of a dimension coordinate."""
+    return (name, np.asarray(values), {"long_name": long_name or COORDINATES.get(
+        name, f"sweep axis {name}"), "units": "1"})

@@ -1,0 +1,95 @@
+"""Infinite-width kernels: the NNGP kernel and the limiting NTK of both network families.
+
+Both recursions run over layers on three arrays: the covariance `S(x, x')` of the
+preactivations of one unit (for the pairs asked for, and on the diagonals), and the
+tangent kernel `T(x, x')` of those preactivations. A layer needs two Gaussian
+expectations over `(u, v) ~ N(0, [[S(x,x), S(x,x')], [S(x,x'), S(x',x')]])`:
+
+    L = E[sigma(u) sigma(v)],   D = E[sigma'(u) sigma'(v)].
+
+The layer step of each family (the recursion over `S` and `T`) is the network's
+`infinite_width` method (`MLP`: Huang & Yau's parametrization, derived in
+docs/limits.md; `JacotMLP`: Jacot et al. Prop. 1 and Thm. 1). `[k trained]` is 1
+unless linear map `k` is frozen: a frozen map drops its own term and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .._data import check_inputs
+from .._network import AbstractLayeredNetwork
+from ._quadrature import AbstractQuadrature, gaussian_expectations
+
+class LimitingKernels(NamedTuple):
+    """The infinite-width kernels between two sets of inputs (float64 numpy arrays).
+
+    - `nngp`: the covariance of the network output at initialization (the NNGP
+      kernel; Jacot's `Sigma^(L)`).
+    - `ntk`: the limiting NTK (Jacot's `Theta_inf^(L)`, Huang & Yau's `K_inf^(2)`, eq. (8)).
+    """
+
+    nngp: np.ndarray
+    ntk: np.ndarray
+
+
+class Pairs(NamedTuple):
+    """Cross entries `c` (n1, n2) and the diagonals `d1` (n1,), `d2` (n2,)."""
+
+    c: np.ndarray
+    d1: np.ndarray
+    d2: np.ndarray
+
+    def map(self, fn):
+        return Pairs(fn(self.c), fn(self.d1), fn(self.d2))
+
+
+def expect(activation, S: Pairs, quadrature):
+    """`L` on the pairs and diagonals, `D` on the pairs."""
+    bound = np.sqrt(np.outer(S.d1, S.d2))  # quadrature error may break Cauchy-Schwarz by ~1 ulp
+    value, slope = gaussian_expectations(activation, S.d1[:, None], np.clip(S.c, -bound, bound),
+                                         S.d2[None, :], quadrature=quadrature)
+    diagonal = [gaussian_expectations(activation, d, d, d, quadrature=quadrature)[0]
+                for d in (S.d1, S.d2)]
+    return Pairs(value, *diagonal), slope
+
+
+def limiting_kernels(
+    network: AbstractLayeredNetwork,
+    X1: Any,
+    X2: Any = None,
+    *,
+    quadrature: AbstractQuadrature | None = None,
+) -> LimitingKernels:
+    """The infinite-width NNGP kernel and limiting NTK of `network`'s architecture.
+
+    Only the hyperparameters are used (activation, depth, `sw`, `sa` or `beta`,
+    `frozen`); the width and the weights are not. A width-1 network is a cheap
+    description: `limiting_kernels(net.remake(width=1), X)`.
+
+    **Arguments:**
+
+    - `network`: an `MLP` (Huang-Yau parametrization) or a `JacotMLP`.
+    - `X1`: inputs `(n1, d)`.
+    - `X2`: second inputs `(n2, d)`; `None` for `X1` again.
+    - `quadrature`: how the Gaussian expectations are computed; see
+      `gaussian_expectations`.
+
+    **Returns:** `LimitingKernels(nngp, ntk)`, each `(n1, n2)`, float64.
+
+    Cost: `O(n1 n2 H)` with closed forms, times `nodes^2` (Gauss-Hermite) or
+    `5 angular radial` (polar) evaluations of the activation with quadrature.
+    """
+    if not isinstance(network, AbstractLayeredNetwork):
+        raise TypeError(
+            f"network={type(network).__name__}: the infinite-width recursions are known for "
+            "nthdyn.MLP (Huang-Yau) and nthdyn.JacotMLP; pass one of those (any width)."
+        )
+    X1 = np.asarray(check_inputs(X1, "X1", in_size=network.in_size), dtype=np.float64)
+    X2 = X1 if X2 is None else np.asarray(check_inputs(X2, "X2", in_size=network.in_size),
+                                          dtype=np.float64)
+    inner = Pairs(X1 @ X2.T, np.sum(X1**2, axis=1), np.sum(X2**2, axis=1))
+    nngp, ntk = network.infinite_width(inner, lambda S: expect(network.activation, S, quadrature))
+    return LimitingKernels(np.asarray(nngp, dtype=np.float64), np.asarray(ntk, dtype=np.float64))

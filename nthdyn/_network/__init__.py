@@ -1,0 +1,13 @@
+"""Networks: the abstract families and their members (`MLP`, `JacotMLP`)."""
+
+from ._base import (
+    AbstractLayeredNetwork as AbstractLayeredNetwork,
+    AbstractNetwork as AbstractNetwork,
+    LowRankMatrix as LowRankMatrix,
+    as_key as as_key,
+    densify as densify,
+    parameter_count as parameter_count,
+    trainable as trainable,
+)
+from ._jacot import JacotMLP as JacotMLP
+from ._mlp import MLP as MLP

@@ -1,0 +1,25 @@
+"""Problems: the gradient flow, gradient descent, the truncated hierarchy and kernel
+regression, each feeding the one solve core."""
+
+from ._base import AbstractProblem as AbstractProblem, remake as remake
+from ._descent import (
+    GradientDescent as GradientDescent,
+    GradientDescentProblem as GradientDescentProblem,
+    LowRankGradientDescent as LowRankGradientDescent,
+    low_rank_descent as low_rank_descent,
+)
+from ._flow import GradientFlowProblem as GradientFlowProblem
+from ._nth import (
+    HierarchyKernels as HierarchyKernels,
+    NTHProblem as NTHProblem,
+    choose_solver as choose_solver,
+    initial_kernels as initial_kernels,
+)
+from ._regression import (
+    AbstractKernel as AbstractKernel,
+    Eigendecomposition as Eigendecomposition,
+    FiniteNTK as FiniteNTK,
+    FunctionKernel as FunctionKernel,
+    KernelRegressionProblem as KernelRegressionProblem,
+    LimitingNTK as LimitingNTK,
+)

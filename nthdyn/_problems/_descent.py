@@ -1,0 +1,201 @@
+"""Discrete gradient descent, `theta_{k+1} = theta_k - eta grad L(theta_k)`
+(Huang & Yau Section 4 item 2, eq. (29); Jacot et al. Section 6).
+
+Two methods evolve the same iteration:
+
+- `GradientDescent()` (the default): dense updates of every parameter.
+- `LowRankGradientDescent()`: for very wide layered networks. A step changes the
+  matrix of linear map `k` by `n` outer products (one per training input,
+  `grad_{P_k} f = g_k (x) u_k`):
+
+      P_k <- P_k - eta/n sum_b r_b g_k(x_b) (x) u_k(x_b),
+
+  so after `s` steps `P_k = P_k(0) + A_k B_k^T` with `n s` columns. For a
+  width-10^4 hidden matrix and `n s` of a few thousand, keeping the factors costs a
+  fraction of the dense update: each step reads `P_k(0)` twice and never writes it.
+  The network says which of its matrices can be factored (`factorable`) and how an
+  outer product enters each map (`add_outer`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._checks import positive_float, positive_int
+from .._data import TrainingSet
+from .._kernels import layer_factors, ntk_structured
+from .._network import AbstractLayeredNetwork, AbstractNetwork, LowRankMatrix, densify, trainable
+from .._solve import AbstractMap, half_mean_square, observed, solve
+from ._base import AbstractProblem, check_common
+from ._flow import loss_gradient, network_observables
+
+
+class GradientDescent(eqx.Module):
+    """Dense gradient descent (the default method of `GradientDescentProblem`)."""
+
+
+class LowRankGradientDescent(eqx.Module):
+    """Gradient descent of a layered network with the updates of its large matrices
+    kept as low-rank factors (see the module docstring). The same iteration as
+    `GradientDescent()` to rounding; much faster when `width >> n * steps`.
+
+    **Arguments:**
+
+    - `low_rank`: `True` for every trained factorable matrix, `False` for none;
+      `None` (default) where `n * steps` is at most a quarter of its smaller side.
+    - `dense_network`: return the final network with dense matrices (`True`), or
+      keep its updated matrices as `LowRankMatrix` factors (`False`), which the
+      network's forward pass and `ntk_structured` accept: this skips the
+      `O(m^2 n steps)` products that form the dense matrices.
+    """
+
+    low_rank: bool | None = eqx.field(static=True, default=None)
+    dense_network: bool = eqx.field(static=True, default=True)
+
+
+class DenseDescent(AbstractMap):
+    """`theta <- theta - eta grad L(theta)` on the dense parameters."""
+
+    static: Any
+    X: Array
+    y: Array
+    X_test: Array | None
+    learning_rate: Array
+    save_ntk: bool = eqx.field(static=True)
+
+    @property
+    def method(self):
+        return "GradientDescent"
+
+    def step(self, k, params):
+        g = loss_gradient(params, self.static, self.X, self.y)
+        return jax.tree_util.tree_map(lambda a, b: a - self.learning_rate * b, params, g)
+
+    def observe(self, params):
+        return network_observables(params, self.static, self.X, self.y, self.X_test, None,
+                                   self.save_ntk)
+
+    def final(self, params):
+        return eqx.combine(params, self.static)
+
+
+class FactoredDescent(AbstractMap):
+    """The same step on a layered network whose matrices may be `LowRankMatrix`es."""
+
+    X: Array
+    y: Array
+    X_test: Array | None
+    learning_rate: Array
+    save_ntk: bool = eqx.field(static=True)
+    dense_network: bool = eqx.field(static=True)
+
+    @property
+    def method(self):
+        return "LowRankGradientDescent"
+
+    def step(self, k, net):
+        n = self.X.shape[0]
+        (f, u), g = jax.vmap(lambda x: jax.value_and_grad(
+            lambda taps: net.trace(x, taps), has_aux=True)(
+                tuple(jnp.zeros((s,), x.dtype) for s in net.tap_sizes())))(self.X)
+        coef = -(self.learning_rate / n) * (f - self.y).astype(self.X.dtype)
+        for j in net.trained_maps():  # sum_b coef_b g_j(x_b) (x) u_j(x_b)
+            net = net.add_outer(j, (g[j] * coef[:, None]).T, u[j].T)
+        return net
+
+    def observe(self, net):
+        f = jax.vmap(net.apply)(self.X)
+        f_test = None if self.X_test is None else jax.vmap(net.apply)(self.X_test)
+        ntk = ntk_structured(net, self.X) if self.save_ntk else None
+        return observed(f=f, loss=half_mean_square(f, self.y), ntk=ntk, f_test=f_test)
+
+    def final(self, net):
+        return densify(net) if self.dense_network else net
+
+
+class GradientDescentProblem(AbstractProblem):
+    """Discrete gradient descent `theta_{k+1} = theta_k - eta grad L(theta_k)`
+    (Huang & Yau Section 4 item 2; Jacot et al. Section 6). Time is the step count.
+
+    **Arguments:**
+
+    - `network`, `data`, `test`: as for `GradientFlowProblem`.
+    - `steps`: the number of steps.
+    - `learning_rate`: the step size `eta > 0`. Gradient descent with `eta` tracks
+      the gradient flow at time `t = eta * steps` as `eta -> 0`.
+
+    **Solve:** `solve(problem, GradientDescent() | LowRankGradientDescent(),
+    saveat=steps, save_ntk=False, progress=..., throw=...)`; `saveat` lists the
+    steps to save (all of `0..steps` by default).
+    """
+
+    network: AbstractNetwork
+    data: TrainingSet
+    steps: int = eqx.field(static=True)
+    learning_rate: float = eqx.field(static=True)
+    test: Float[Array, "t d"] | None = None
+
+    solve_options: ClassVar[dict[str, Any]] = {"save_ntk": False}
+    discrete: ClassVar[bool] = True
+
+    def __init__(self, network, data, steps, learning_rate, *, test=None):
+        self.network, self.data, self.test = check_common(network, data, test)
+        self.steps = positive_int(steps, "steps")
+        self.learning_rate = positive_float(learning_rate, "learning_rate")
+
+    @property
+    def span(self):
+        return (0, self.steps)
+
+    def dynamics(self, solver, settings):
+        save_ntk = bool(settings.extra["save_ntk"])
+        lr = jnp.asarray(self.learning_rate, self.data.X.dtype)
+        if solver is None or isinstance(solver, GradientDescent):
+            params, static = trainable(self.network)
+            return DenseDescent(static=static, X=self.data.X, y=self.data.y, X_test=self.test,
+                                learning_rate=lr, save_ntk=save_ntk), params
+        if not isinstance(solver, LowRankGradientDescent):
+            raise TypeError(
+                f"solver={solver!r}: GradientDescentProblem takes nthdyn.GradientDescent() "
+                "(default) or nthdyn.LowRankGradientDescent(); use GradientFlowProblem for an "
+                "ODE solver."
+            )
+        network = self.network
+        if not isinstance(network, AbstractLayeredNetwork):
+            raise TypeError(
+                f"problem.network={type(network).__name__}: low-rank updates are implemented for "
+                "layered networks (nthdyn.MLP, nthdyn.JacotMLP); use nthdyn.solve(problem) for others."
+            )
+        capacity = self.data.n * self.steps
+        for k in network.trained_maps():
+            where = network.factorable(k)
+            if where is None:
+                continue
+            w = where(network)
+            if solver.low_rank if solver.low_rank is not None else 4 * capacity <= min(w.shape):
+                network = eqx.tree_at(where, network, LowRankMatrix.empty(w, capacity))
+        return FactoredDescent(X=self.data.X, y=self.data.y, X_test=self.test, learning_rate=lr,
+                               save_ntk=save_ntk, dense_network=solver.dense_network), network
+
+    def failure_message(self, status, solution, settings):
+        if status == "nonfinite":
+            return (f"gradient descent diverged (the outputs became non-finite) with "
+                    f"learning_rate={self.learning_rate}: lower the learning rate.")
+        return super().failure_message(status, solution, settings)
+
+    def labels(self):
+        return {"f": {"long_name": "network output on the training inputs f(x_a) after "
+                                   "each gradient-descent step"}}
+
+
+def low_rank_descent(problem: GradientDescentProblem, *, low_rank: bool | None = None,
+                     dense_network: bool = True, **options: Any):
+    """`solve(problem, LowRankGradientDescent(low_rank, dense_network), **options)`."""
+    if not isinstance(problem, GradientDescentProblem):
+        raise TypeError(f"problem={type(problem).__name__}: pass a GradientDescentProblem.")
+    return solve(problem, LowRankGradientDescent(low_rank, dense_network), **options)

@@ -1,0 +1,294 @@
+"""The truncated Neural Tangent Hierarchy, Huang & Yau eq. (15) and (22).
+
+With residual `r = f~ - y`,
+
+    d f~/dt      = -1/n K~(2) r,
+    d K~(s)/dt   = -1/n K~(s+1)[..., r]      for 2 <= s <= p - 1,
+    d K~(p)/dt   = 0,
+
+started from the network's outputs and kernels at `t = 0`. Test points `x` enter
+as an extra first slot (eq. (22)): `f~_x` and `K~(s)(x, X, ..., X)` follow the
+same equations. Once the kernels `K(2..p)` at `t = 0` exist, the ODE's cost does
+not depend on the width.
+
+For `p = 3`, `K~(2)(t) = K(2) - 1/n K(3)[R(t)]` with `R = int_0^t r`, so the
+system reduces to `(r, R)` (Section 4, item 3; the printed formula has lost a
+sign and a factor `1/n`):
+
+    dr/dt = -1/n K(2) r + 1/n^2 K(3)[r, R],     dR/dt = r,
+
+where `K(3)[r, R]_a = sum_{c,b} K(3)(a, c, b) r_c R_b`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .._data import TrainingSet
+from .._kernels import MAX_KERNEL_BYTES, check_order, contract_last, hierarchy_kernel
+from .._network import AbstractNetwork
+from .._solve import AbstractODE, check_span, half_mean_square, is_traced, observed
+from ._base import AbstractProblem, check_common
+from ._flow import check_solver
+
+#: The automatic solver choice uses an implicit method only for states this small.
+IMPLICIT_MAX_STATE = 1000
+#: A user's implicit solver is refused above this state size (a 10^4 x 10^4 Jacobian is 0.8 GB).
+IMPLICIT_MAX_DENSE = 10_000
+#: ... and only when the linear part is this stiff: lambda_max(K2) (t1 - t0) / n.
+STIFFNESS_THRESHOLD = 1e4
+
+
+class HierarchyKernels(eqx.Module):
+    """The network's outputs and kernels `K(2), ..., K(p)` at `t = 0`, on the training
+    inputs and (with test points) with test points in the first slot: what starts the
+    truncated hierarchy. Kernels up to order `p` serve every order `<= p`
+    (`truncate`), so a sweep over orders computes them once:
+
+        kernels = nd.initial_kernels(nd.remake(nth, order=4))
+        sol3 = nd.solve(nd.remake(nth, order=3), kernels=kernels)
+    """
+
+    f: Float[Array, " n"]
+    K: tuple[Array, ...]
+    f_test: Float[Array, " t"] | None
+    K_test: tuple[Array, ...] | None
+
+    @property
+    def order(self) -> int:
+        return len(self.K) + 1
+
+    def truncate(self, order: int) -> HierarchyKernels:
+        """The kernels of orders `2..order`."""
+        if order > self.order:
+            raise ValueError(f"kernels=...: these kernels go up to order {self.order}; the "
+                             f"problem needs order {order}. Compute them with "
+                             f"initial_kernels(remake(problem, order={order})).")
+        return HierarchyKernels(self.f, self.K[:order - 1], self.f_test,
+                                None if self.K_test is None else self.K_test[:order - 1])
+
+
+def initial_kernels(problem: NTHProblem, *, max_bytes: int = MAX_KERNEL_BYTES) -> HierarchyKernels:
+    """The outputs and kernels `K(2..p)` of `problem`'s network at `t = 0` (eq. (15),
+    and (22) with test points in the first slot)."""
+    net, X, p = problem.network, problem.data.X, problem.order
+    kernels = tuple(hierarchy_kernel(net, X, r, max_bytes=max_bytes) for r in range(2, p + 1))
+    if problem.test is None:
+        return HierarchyKernels(net(X), kernels, None, None)
+    test = tuple(hierarchy_kernel(net, X, r, X_first=problem.test, max_bytes=max_bytes)
+                 for r in range(2, p + 1))
+    return HierarchyKernels(net(X), kernels, net(problem.test), test)
+
+
+class Hierarchy(AbstractODE):
+    """Right-hand side of eq. (15) and (22); `top`, `top_test` are the frozen `K(p)`.
+    The state is `{"f", "K": (K~2..K~(p-1)), "fx", "Kx"}` (empty groups left out:
+    diffrax's buffers must be arrays)."""
+
+    y: Array
+    top: Array
+    top_test: Array | None
+    solver: diffrax.AbstractSolver
+    info: tuple[tuple[str, int], ...] = eqx.field(static=True)
+
+    def record(self):
+        return dict(self.info)
+
+    def field(self, t, state, args):
+        n = self.y.shape[0]
+        r = state["f"] - self.y
+        kernels = state.get("K", ()) + (self.top,)
+        out = {"f": -kernels[0] @ r / n}
+        if "K" in state:
+            out["K"] = tuple(-contract_last(k, r) / n for k in kernels[1:])
+        if "fx" in state:
+            kx = state.get("Kx", ()) + (self.top_test,)
+            out["fx"] = -kx[0] @ r / n
+            if "Kx" in state:
+                out["Kx"] = tuple(-contract_last(k, r) / n for k in kx[1:])
+        return out
+
+    def observe(self, t, state, args):
+        rates = self.field(t, state, args)
+        return observed(f=state["f"], dfdt=rates["f"], loss=half_mean_square(state["f"], self.y),
+                        ntk=(state.get("K", ()) + (self.top,))[0], f_test=state.get("fx"),
+                        dfdt_test=rates.get("fx"))
+
+
+def _reduced_velocity(K2, K3, r, R):
+    n = r.shape[0]
+    return -K2 @ r / n + jnp.einsum("acb,c,b->a", K3, r, R) / n**2
+
+
+class ReducedHierarchy(AbstractODE):
+    """The p = 3 system in `(r, R)` (module docstring)."""
+
+    y: Array
+    K2: Array
+    K3: Array
+    Kx2: Array | None
+    Kx3: Array | None
+    solver: diffrax.AbstractSolver
+    info: tuple[tuple[str, int], ...] = eqx.field(static=True)
+
+    def record(self):
+        return dict(self.info)
+
+    def field(self, t, state, args):
+        r, R = state["r"], state["R"]
+        out = {"r": _reduced_velocity(self.K2, self.K3, r, R), "R": r}
+        if "fx" in state:
+            out["fx"] = _reduced_velocity(self.Kx2, self.Kx3, r, R)
+        return out
+
+    def observe(self, t, state, args):
+        rates = self.field(t, state, args)
+        n = state["r"].shape[0]
+        f = state["r"] + self.y
+        return observed(f=f, dfdt=rates["r"], loss=half_mean_square(f, self.y),
+                        ntk=self.K2 - contract_last(self.K3, state["R"]) / n,
+                        f_test=state.get("fx"), dfdt_test=rates.get("fx"))
+
+
+def choose_solver(state_size: int, stiffness: float) -> diffrax.AbstractSolver:
+    """The automatic rule: `Kvaerno5` (implicit, L-stable) when the state is small
+    enough for a dense Jacobian (`<= IMPLICIT_MAX_STATE`) and the linear part is
+    stiff (`lambda_max(K2) (t1 - t0) / n > STIFFNESS_THRESHOLD`); `Tsit5` otherwise."""
+    if state_size <= IMPLICIT_MAX_STATE and stiffness > STIFFNESS_THRESHOLD:
+        return diffrax.Kvaerno5()
+    return diffrax.Tsit5()
+
+
+class NTHProblem(AbstractProblem):
+    """The p-level truncated hierarchy, eq. (15), for `network` and `data`.
+
+    **Arguments:**
+
+    - `network`: the network at `t = 0` (its kernels start the hierarchy).
+    - `data`: a `TrainingSet` (or an `(X, y)` pair).
+    - `order`: the truncation level `p >= 2`; `K~(p)` is frozen. `p = 2` is kernel
+      regression with the finite-width NTK; `p >= 3` needs a smooth activation.
+    - `tspan`: `(t0, t1)`.
+    - `test`: optional test inputs, evolved by eq. (22).
+
+    **Solve:** `solve(problem, solver=None, kernels=None, reduced=None,
+    max_bytes=2 GiB, **options)`:
+
+    - `solver`: any adaptive diffrax solver; `None` chooses by `choose_solver`
+      (from the stiffness of `K2`; inside `jit`/`vmap`, where `K2` is not known on
+      the host, `Tsit5`).
+    - `kernels`: precomputed `initial_kernels` (of this order or higher) instead of
+      computing them.
+    - `reduced`: for `order=3`, solve the `(r, R)` system (the default) instead of
+      evolving `K~(2)`; the two agree (tested).
+    - `max_bytes`: the cap on each kernel tensor.
+
+    The tolerances apply to the outputs and kernels (the state). The solution's
+    `ntk` is `K~(2)(t)`; its `network` is `None` (no parameters move).
+    """
+
+    network: AbstractNetwork
+    data: TrainingSet
+    order: int = eqx.field(static=True)
+    tspan: tuple[float, float] = eqx.field(static=True)
+    test: Float[Array, "t d"] | None = None
+
+    solve_options: ClassVar[dict[str, Any]] = {
+        "kernels": None, "reduced": None, "max_bytes": MAX_KERNEL_BYTES}
+
+    def __init__(self, network, data, order, tspan, *, test=None):
+        self.network, self.data, self.test = check_common(network, data, test)
+        self.order = check_order(self.network, order)
+        self.tspan = check_span(tspan)
+
+    @property
+    def span(self):
+        return self.tspan
+
+    def dynamics(self, solver, settings):
+        p, y = self.order, self.data.y
+        reduced = settings.extra["reduced"]
+        if reduced is None:
+            reduced = p == 3
+        if reduced and p != 3:
+            raise ValueError(f"reduced=True is the p = 3 system; this problem has order={p}.")
+        kernels = settings.extra["kernels"]
+        if kernels is None:
+            kernels = initial_kernels(self, max_bytes=settings.extra["max_bytes"])
+        else:
+            kernels = self._check_kernels(kernels)
+        kernels = kernels.truncate(p)
+        f0, K = kernels.f, kernels.K
+        testing = kernels.f_test is not None
+        if reduced:
+            state = {"r": f0 - y, "R": jnp.zeros_like(f0)}
+            if testing:
+                state["fx"] = kernels.f_test
+            Kx2, Kx3 = kernels.K_test if testing else (None, None)
+            make = lambda s, info: ReducedHierarchy(  # noqa: E731
+                y=y, K2=K[0], K3=K[1], Kx2=Kx2, Kx3=Kx3, solver=s, info=info)
+        else:
+            state = {"f": f0, "K": tuple(K[:-1])} if p > 2 else {"f": f0}
+            if testing:
+                state["fx"] = kernels.f_test
+                if p > 2:
+                    state["Kx"] = tuple(kernels.K_test[:-1])
+            top_test = kernels.K_test[-1] if testing else None
+            make = lambda s, info: Hierarchy(y=y, top=K[-1], top_test=top_test, solver=s, info=info)  # noqa: E731
+        size = sum(leaf.size for leaf in jax.tree_util.tree_leaves(state))
+        if solver is None:
+            t0, t1 = self.tspan
+            if is_traced(K[0]):
+                solver = diffrax.Tsit5()
+            else:
+                stiffness = float(np.linalg.eigvalsh(np.asarray(K[0]))[-1]) * (t1 - t0) / self.data.n
+                solver = choose_solver(size, stiffness)
+        else:
+            solver = check_solver(solver, size, limit=IMPLICIT_MAX_DENSE, state="hierarchy's state",
+                                  default=diffrax.Tsit5())
+        return make(solver, (("order", p), ("reduced", int(reduced)), ("state_size", int(size)))), state
+
+    def _check_kernels(self, kernels: Any) -> HierarchyKernels:
+        if not isinstance(kernels, HierarchyKernels):
+            raise TypeError(f"kernels={type(kernels).__name__}: pass the result of "
+                            "nthdyn.initial_kernels(problem) (or None to compute them).")
+        n = self.data.n
+        if kernels.f.shape[-1:] != (n,) or kernels.K[0].shape[-2:] != (n, n):
+            raise ValueError(f"kernels=...: they are for {kernels.f.shape[-1]} training points; "
+                             f"this problem has n={n}.")
+        if (kernels.f_test is None) != (self.test is None):
+            raise ValueError("kernels=...: computed " + ("with" if self.test is None else "without")
+                             + " test points, but this problem has " + ("none" if self.test is None
+                             else "some") + "; compute them with initial_kernels(problem).")
+        return kernels
+
+    def failure_message(self, status, solution, settings):
+        if status == "max_steps_reached":
+            return (f"max_steps={settings.max_steps} steps were not enough for the order-"
+                    f"{self.order} hierarchy to reach t={settings.t1}: raise max_steps, loosen "
+                    f"rtol/atol (now {settings.rtol:g}/{settings.atol:g}), or try a stiff solver "
+                    "such as nthdyn.Kvaerno5().")
+        if status == "nonfinite":
+            return ("the truncated hierarchy produced non-finite values: the truncation is not "
+                    "valid this far (Theorem 2.6 needs t << sqrt(m)); shorten tspan or raise order.")
+        return super().failure_message(status, solution, settings)
+
+    def labels(self):
+        eq = "Huang & Yau eq. (15)"
+        return {"f": {"long_name": "output f~ of the truncated NTH", "equation": eq},
+                "dfdt": {"long_name": "time derivative of f~, -1/n K~2 (f~ - y)", "equation": eq},
+                "ntk": {"long_name": "kernel K~2(x_a, x_b) of the truncated NTH", "equation": eq},
+                "f_test": {"long_name": "output f~ on the test inputs",
+                           "equation": "Huang & Yau eq. (22)"},
+                "dfdt_test": {"long_name": "time derivative of f~ on the test inputs",
+                              "equation": "Huang & Yau eq. (22)"}}
+
+    def title(self):
+        return f"nthdyn order-{self.order} truncated NTH solution"
