@@ -43,8 +43,8 @@ unit sphere in R^8, N(0, 1) labels from `nthdyn.sphere_data`):
 
     - kernels: `nthdyn.initial_kernels(problem)`, K(2..p) at t = 0, which grow
       with the width;
-    - ODE: `nthdyn.solve(problem)` with those kernels already computed (the
-      benchmark hands them to the solve), which should not grow with the width:
+    - ODE: `nthdyn.solve(problem, kernels=kernels)` with those kernels already
+      computed, which should not grow with the width:
       the state is `f` and the kernels, of sizes n, n^2, ..., n^(p-1).
 
     Each part is timed on its first call (compilation included) and as the
@@ -60,7 +60,6 @@ Run:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import os
 import platform
@@ -75,8 +74,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import nthdyn as nd  # noqa: E402
-from nthdyn import _nth  # noqa: E402
-from nthdyn._hierarchy import _base_for, _hierarchy_kernel  # noqa: E402
+from nthdyn._kernels._hierarchy import _base_for, _hierarchy_kernel  # noqa: E402
 
 D = 8
 ACTIVATION = "tanh"
@@ -259,18 +257,6 @@ def kernels_table(sizes, args):
 # (b) The NTH solve against the exact flow.
 
 
-@contextlib.contextmanager
-def precomputed_kernels(value):
-    """Let `nthdyn.solve(NTHProblem)` use kernels computed beforehand, so that
-    its time is the ODE alone."""
-    original = _nth.initial_kernels
-    _nth.initial_kernels = lambda problem, max_bytes=None: value
-    try:
-        yield
-    finally:
-        _nth.initial_kernels = original
-
-
 def repeat(fn, reps, budget):
     """The first call's time (compilation included) and the best warm time."""
     first = timed(fn)[1]
@@ -305,10 +291,9 @@ def nth_table(sizes, args):
             nth_problem = nd.NTHProblem(net, data, p, (0.0, t1))
             k_first, k_warm = repeat(lambda: nd.initial_kernels(nth_problem), args.reps, args.budget)
             kernels = nd.initial_kernels(nth_problem)
-            with precomputed_kernels(kernels):
-                o_first, o_warm = repeat(lambda: nd.solve(nth_problem, saveat=saveat),
-                                         args.reps, args.budget)
-                sol = nd.solve(nth_problem, saveat=saveat)
+            o_first, o_warm = repeat(lambda: nd.solve(nth_problem, saveat=saveat, kernels=kernels),
+                                     args.reps, args.budget)
+            sol = nd.solve(nth_problem, saveat=saveat, kernels=kernels)
             err = float(nd.compare(flow, sol).err_f[-1])
             nth_rows.append([str(m), str(p), fixed(k_first), fixed(k_warm), fixed(o_first),
                              fixed(o_warm), str(sol.stats["num_steps"]), sol.solver,

@@ -19,6 +19,11 @@ Labels = None | Callable[[Array], Array] | ArrayLike
 
 
 def _float_array(value: Any, name: str) -> Array:
+    return jnp.asarray(_float_values(value, name), dtype=jnp.result_type(float))
+
+
+def _float_values(value: Any, name: str) -> np.ndarray:
+    """`value` as a NumPy array of real numbers (on the host, also inside a trace)."""
     try:
         array = np.asarray(value)
     except Exception as error:  # e.g. ragged lists
@@ -29,7 +34,7 @@ def _float_array(value: Any, name: str) -> Array:
         raise TypeError(
             f"{name} has dtype {array.dtype}: pass real numbers (a float array)."
         )
-    return jnp.asarray(array, dtype=jnp.result_type(float))
+    return array
 
 
 def check_inputs(X: Any, name: str = "X", *, in_size: int | None = None) -> Array:
@@ -37,7 +42,8 @@ def check_inputs(X: Any, name: str = "X", *, in_size: int | None = None) -> Arra
     (Huang & Yau, Assumption 2.2: `c < ||x|| <= 1/c`). Under `jit`/`vmap` only
     the shape can be checked."""
     traced = isinstance(X, jax.core.Tracer)
-    X = jnp.asarray(X, dtype=jnp.result_type(float)) if traced else _float_array(X, name)
+    values = None if traced else _float_values(X, name)
+    X = jnp.asarray(X if traced else values, dtype=jnp.result_type(float))
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(
             f"{name} has shape {X.shape}: expected a non-empty matrix (n, d), one row "
@@ -50,15 +56,16 @@ def check_inputs(X: Any, name: str = "X", *, in_size: int | None = None) -> Arra
         )
     if traced:
         return X
-    if not bool(jnp.all(jnp.isfinite(X))):
-        bad = np.argwhere(~np.isfinite(np.asarray(X)))[0]
+    values = values.astype(np.float64, copy=False)  # checked on the host, in NumPy
+    if not np.all(np.isfinite(values)):
+        bad = np.argwhere(~np.isfinite(values))[0]
         raise ValueError(
-            f"{name} has a non-finite value ({float(X[bad[0], bad[1]])}) at row {bad[0]}, "
+            f"{name} has a non-finite value ({float(values[bad[0], bad[1]])}) at row {bad[0]}, "
             f"column {bad[1]}: drop or replace that row before training."
         )
-    norms = jnp.linalg.norm(X, axis=1)
-    if bool(jnp.any(norms < 1e-3)):
-        row = int(jnp.argmin(norms))
+    norms = np.linalg.norm(values, axis=1)
+    if np.any(norms < 1e-3):
+        row = int(np.argmin(norms))
         raise ValueError(
             f"{name} row {row} has norm {float(norms[row]):.3g}: inputs must be bounded "
             "away from zero (Huang & Yau, Assumption 2.2). Normalise the rows, e.g. "

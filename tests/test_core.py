@@ -183,3 +183,23 @@ def test_hierarchy_files_are_labelled_as_the_hierarchy(data):
     assert "K~2" in ds.ntk.attrs["long_name"] and "eq. (15)" in ds.ntk.attrs["equation"]
     assert "truncated NTH" in ds.attrs["title"]
     assert "gradient flow" not in ds.attrs["title"]
+
+
+def test_a_sweep_over_orders_computes_the_kernels_once(data, monkeypatch):
+    from nthdyn._ensemble import _computation
+
+    calls = []
+    original = _computation._batched_kernels
+
+    def counting(problem, keys, order, max_bytes):
+        calls.append(order)
+        return original(problem, keys, order, max_bytes)
+
+    monkeypatch.setattr(_computation, "_batched_kernels", counting)
+    problem = nd.NTHProblem(nd.MLP(3, 12, 2, key=0), data, 2, (0.0, 1.0))
+    ens = nd.EnsembleProblem(problem, seeds=range(2), orders=[2, 3, 4])
+    ds = nd.solve(ens, nd.Tsit5(), saveat=TIMES)
+    assert calls == [4]  # once, at the largest order, for all three orders
+    for order in (2, 3, 4):
+        member = nd.solve(ens.member(seed=1, order=order), nd.Tsit5(), saveat=TIMES)
+        np.testing.assert_allclose(ds.f.sel(seed=1, order=order), member.f, rtol=0, atol=1e-12)

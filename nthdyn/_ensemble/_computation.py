@@ -4,6 +4,7 @@ seeds with `vmap`), or the user's `output` function of the member problem."""
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -13,10 +14,11 @@ import numpy as np
 import xarray as xr
 
 from .._io import json_default, solution_dataset
-from .._problems import AbstractProblem
+from .._kernels import MAX_KERNEL_BYTES
+from .._problems import AbstractProblem, NTHProblem, initial_kernels
 from .._solve import RETCODES, Solution, solve
 from .._solve._options import check_options
-from ._problem import EnsembleProblem, describe_function
+from ._problem import EnsembleProblem, describe_function, with_key
 
 #: Working memory of one member relative to its parameters (RK stages, gradients).
 WORK_FACTOR = 8
@@ -38,7 +40,13 @@ class AbstractComputation(eqx.Module):
         return None
 
     @abc.abstractmethod
-    def core(self, member: AbstractProblem, setup: Any) -> Any: ...
+    def core(self, member: AbstractProblem, setup: Any, shared: Any = None) -> Any:
+        """One member's computation; `shared` is its part of `block_inputs`."""
+
+    def block_inputs(self, problem: AbstractProblem, setup: Any, keys: Any) -> Any:
+        """Inputs of a block of members computed once and reused across the points of
+        a sweep (batched along `keys`); `None` by default."""
+        return None
 
     @abc.abstractmethod
     def finish(self, result: Any, setup: Any) -> tuple[xr.Dataset, int]: ...
@@ -151,11 +159,17 @@ def _solver_config(solver: Any, options: dict[str, Any]) -> dict[str, Any]:
 class SolveMembers(AbstractComputation):
     """`solve(member, solver, throw=False, **options)` for any problem type; the
     seeds of a point are batched with `vmap` (diffrax keeps each member's own step
-    sizes) and their Dataset is built once from the batched arrays."""
+    sizes) and their Dataset is built once from the batched arrays.
+
+    A hierarchy swept over orders (`share_order`, the largest order) computes each
+    member's kernels once, at the largest order, and every order takes its own from
+    them (`solve(..., kernels=...)`): a sweep over orders 2, 3, 4 computes K2 once,
+    not three times."""
 
     solver: Any
     options: dict[str, Any]
     vmap: bool
+    share_order: int | None = None
 
     def batchable(self):
         return self.vmap
@@ -166,8 +180,20 @@ class SolveMembers(AbstractComputation):
         except TypeError as error:
             raise TypeError(str(error).replace("solve(", "solve(ensemble of ", 1)) from None
 
-    def core(self, member, setup):
-        return solve(member, self.solver, throw=False, **self.options)
+    def core(self, member, setup, shared=None):
+        options = self.options if shared is None else {**self.options, "kernels": shared}
+        return solve(member, self.solver, throw=False, **options)
+
+    def block_inputs(self, problem, setup, keys):
+        if self.share_order is None:
+            return None
+        key = (jax.tree_util.tree_structure((problem.network, problem.data, problem.test)), _digest(problem.data.X, problem.data.y,
+               problem.test, jax.random.key_data(keys)), self.share_order)
+        if key not in _SHARED_KERNELS:
+            _SHARED_KERNELS.clear()  # one block at a time: the sweep's points come in order
+            _SHARED_KERNELS[key] = _batched_kernels(
+                problem, keys, self.share_order, self.options.get("max_bytes", MAX_KERNEL_BYTES))
+        return _SHARED_KERNELS[key]
 
     def finish(self, result, setup):
         return solution_dataset(result), int(result.retcode)
@@ -195,7 +221,7 @@ class OutputFunction(AbstractComputation):
     def user_code(self):
         return True
 
-    def core(self, member, setup):
+    def core(self, member, setup, shared=None):
         result = self.function(member)
         if self.vmap and (isinstance(result, xr.Dataset) or not isinstance(result, Mapping)):
             raise TypeError(
@@ -247,6 +273,24 @@ def _as_variable(name: str, value: Any) -> xr.Variable:
     return xr.Variable(dims, array, attrs)
 
 
+#: The kernels of the last block of hierarchy members (see `SolveMembers`).
+_SHARED_KERNELS: dict[Any, Any] = {}
+
+
+def _digest(*arrays: Any) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is not None:
+            digest.update(np.ascontiguousarray(np.asarray(array)).tobytes())
+    return digest.hexdigest()
+
+
+@eqx.filter_jit
+def _batched_kernels(problem, keys, order, max_bytes):
+    return eqx.filter_vmap(lambda key: initial_kernels(
+        with_key(problem, key), order=order, max_bytes=max_bytes))(keys)
+
+
 def computation_for(ensemble: EnsembleProblem, solver: Any, options: dict[str, Any]
                     ) -> AbstractComputation:
     if ensemble.output is not None:
@@ -257,4 +301,8 @@ def computation_for(ensemble: EnsembleProblem, solver: Any, options: dict[str, A
                 "solver and options (or call solve inside output)."
             )
         return OutputFunction(ensemble.output, ensemble.vmap)
-    return SolveMembers(solver, options, ensemble.vmap)
+    share = None
+    if isinstance(ensemble.problem, NTHProblem) and "order" in ensemble.axes \
+            and "kernels" not in options and ensemble.seeds is not None:
+        share = max(ensemble.axes["order"])
+    return SolveMembers(solver, options, ensemble.vmap, share)

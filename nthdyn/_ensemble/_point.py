@@ -90,8 +90,9 @@ def _core(computation, member, setup):
     return computation.core(member, setup)
 
 
-def _vmapped_core(computation, problem, setup, keys):
-    return eqx.filter_vmap(lambda key: computation.core(with_key(problem, key), setup))(keys)
+def _vmapped_core(computation, problem, setup, keys, shared):
+    return eqx.filter_vmap(lambda key, part: computation.core(with_key(problem, key), setup, part)
+                           )(keys, shared)
 
 
 # Module-level jitted functions: compiled once per shape and configuration.
@@ -124,15 +125,16 @@ def _batched(computation, problem, setup, keys, size) -> list[Block]:
     blocks = []
     for start in range(0, keys.shape[0], size):
         part = keys[start:start + size]
+        shared = computation.block_inputs(problem, setup, part)
         try:
             try:
-                raw = batched(computation, problem, setup, part)
+                raw = batched(computation, problem, setup, part, shared)
             except Exception as error:
                 if not _is_tracing_error(error) or batched is _vmapped_core:
                     raise
                 # Not jit-able (e.g. input checks on concrete values): vmap eagerly.
                 batched = _vmapped_core
-                raw = batched(computation, problem, setup, part)
+                raw = batched(computation, problem, setup, part, shared)
         except Exception:
             if not computation.user_code():
                 raise

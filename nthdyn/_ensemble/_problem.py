@@ -36,7 +36,7 @@ import hashlib
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._activation import AbstractActivation
 from .._problems import AbstractProblem, remake
 
 RESERVED_DIMS = ("time", "sample", "sample_b", "test", "input_dim", "quantile", "member")
@@ -69,9 +70,8 @@ def _label(value: Any, name: str, index: int) -> Any:
         return float(value)
     if isinstance(value, str):
         return value
-    label = getattr(value, "name", None)
-    if isinstance(label, str):
-        return label
+    if isinstance(value, AbstractActivation):
+        return value.name
     raise TypeError(
         f"axes[{name!r}][{index}]={value!r} cannot label a coordinate (numbers, strings "
         f"and activations can). Name the values with a dict: axes={{{name!r}: "
@@ -105,7 +105,7 @@ def _check_axis(name: str, values: Any) -> tuple[tuple[Any, ...], tuple[Any, ...
         labels = [_label(label, name, i) for i, label in enumerate(values.keys())]
         values = list(values.values())
     else:
-        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
             raise TypeError(f"axes[{name!r}]={values!r}: pass a sequence of values, e.g. "
                             f"axes={{{name!r}: [v1, v2]}}.")
         values = list(values)
@@ -382,7 +382,8 @@ def abstract_parameter_count(network: Any) -> int:
     if network is None:
         return 0
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(network)
-               if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact))
+               if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct))
+               and jnp.issubdtype(leaf.dtype, jnp.inexact))
 
 
 def with_key(problem: AbstractProblem, key: jax.Array) -> AbstractProblem:

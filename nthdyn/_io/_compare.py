@@ -15,10 +15,11 @@ from ._variables import coordinate, variable
 
 def same_parameters(a, b) -> bool:
     """Whether two networks have equal parameters (by value) and structure."""
-    (pa, sa), (pb, sb) = trainable(a), trainable(b)
-    leaves_a, tree_a = jax.tree_util.tree_flatten(pa)
-    leaves_b, tree_b = jax.tree_util.tree_flatten(pb)
-    if tree_a != tree_b or jax.tree_util.tree_structure(sa) != jax.tree_util.tree_structure(sb):
+    if type(a) is not type(b) or a.hyperparameters() != b.hyperparameters():
+        return False
+    leaves_a, tree_a = jax.tree_util.tree_flatten(trainable(a)[0])
+    leaves_b, tree_b = jax.tree_util.tree_flatten(trainable(b)[0])
+    if tree_a != tree_b:
         return False
     return all(np.shape(x) == np.shape(y) and np.array_equal(x, y)
                for x, y in zip(leaves_a, leaves_b))

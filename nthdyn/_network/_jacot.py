@@ -80,9 +80,12 @@ class JacotMLP(AbstractLayeredNetwork):
         W^(H) (1, m)` and biases `b^(0..H-1) (m,), b^(H) (1,)`. Its provenance is a
         SHA-256 of the arrays, and `remake` needs a `key` to draw new ones."""
         for name, value in (("weights", weights), ("biases", biases)):
-            if not isinstance(value, (list, tuple)) or len(value) < 2:
-                raise TypeError(f"{name}: pass a sequence of at least two arrays, one per "
-                                "linear map (the hidden layers, then the output layer).")
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"{name}: pass a sequence of arrays, one per linear map (the "
+                                "hidden layers, then the output layer).")
+        if len(weights) < 2:
+            raise ValueError(f"weights has {len(weights)} matrix: pass at least two, the hidden "
+                             "layers and then the output layer (1, m).")
         if len(weights) != len(biases):
             raise ValueError(f"weights has {len(weights)} matrices but biases has "
                              f"{len(biases)} vectors: pass one bias per weight matrix.")

@@ -9,7 +9,7 @@ state, its vector field or step map and its observables; `solve(problem, solver,
 from __future__ import annotations
 
 import abc
-import dataclasses
+import inspect
 from typing import Any, ClassVar
 
 import equinox as eqx
@@ -92,8 +92,9 @@ class AbstractProblem(eqx.Module):
         return eqx.tree_at(lambda p: p.network, self, network)
 
     def fields(self) -> dict[str, Any]:
-        """The constructor arguments (named as the fields)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The constructor arguments (named as the fields they set)."""
+        names = list(inspect.signature(type(self).__init__).parameters)[1:]
+        return {name: getattr(self, name) for name in names}
 
     def config(self) -> dict[str, Any]:
         """A JSON-ready description (for provenance in results files)."""

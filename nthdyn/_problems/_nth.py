@@ -75,10 +75,16 @@ class HierarchyKernels(eqx.Module):
                                 None if self.K_test is None else self.K_test[:order - 1])
 
 
-def initial_kernels(problem: NTHProblem, *, max_bytes: int = MAX_KERNEL_BYTES) -> HierarchyKernels:
+def initial_kernels(problem: NTHProblem, *, order: int | None = None,
+                    max_bytes: int = MAX_KERNEL_BYTES) -> HierarchyKernels:
     """The outputs and kernels `K(2..p)` of `problem`'s network at `t = 0` (eq. (15),
-    and (22) with test points in the first slot)."""
-    net, X, p = problem.network, problem.data.X, problem.order
+    and (22) with test points in the first slot); `order` overrides the problem's
+    `p` (kernels of a higher order serve every lower order).
+
+    Cost: that of `hierarchy_kernel` for each order `2..p`, i.e. dominated by `K(p)`:
+    about `(3 n)^(p-2)` times one K2."""
+    net, X = problem.network, problem.data.X
+    p = problem.order if order is None else check_order(net, order)
     kernels = tuple(hierarchy_kernel(net, X, r, max_bytes=max_bytes) for r in range(2, p + 1))
     if problem.test is None:
         return HierarchyKernels(net(X), kernels, None, None)

@@ -277,6 +277,14 @@ class KernelRegressionProblem(AbstractProblem):
     def span(self):
         return self.tspan
 
+    def initial_outputs(self) -> tuple[Array, Array | None]:
+        """`(f0, f0_test)`: as given, or the kernel's `initial_outputs` (traceable)."""
+        f0 = self.kernel.initial_outputs(self.data.X) if self.f0 is None else self.f0
+        f0_test = None
+        if self.test is not None:
+            f0_test = self.kernel.initial_outputs(self.test) if self.f0_test is None else self.f0_test
+        return f0, f0_test
+
     def dynamics(self, solver, settings):
         X, n = self.data.X, self.data.n
         K = jnp.asarray(self.kernel(X), dtype=jnp.result_type(float))
@@ -285,10 +293,7 @@ class KernelRegressionProblem(AbstractProblem):
                              f"({n}, {n}).")
         K_test = None if self.test is None else jnp.asarray(self.kernel(self.test, X))
         save_ntk = bool(settings.extra["save_ntk"])
-        f0 = self.kernel.initial_outputs(X) if self.f0 is None else self.f0
-        f0_test = None
-        if self.test is not None:
-            f0_test = self.kernel.initial_outputs(self.test) if self.f0_test is None else self.f0_test
+        f0, f0_test = self.initial_outputs()
         if solver is None or isinstance(solver, Eigendecomposition):
             if not is_traced(K):
                 eigen_kernel(K)  # symmetric and PSD, or a clear error

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._options import Settings, check_options
-from ._results import RESULTS, SolverError, check_finite, code, from_diffrax, is_traced
+from ._results import RESULTS, RETCODES, SolverError, check_finite, code, from_diffrax, is_traced
 from ._solution import Solution
 
 #: The keys of the observables that every dynamics saves (None where absent).
@@ -127,7 +127,7 @@ def _integrate(dynamics, y0, t0, t1, ts, controller, dt0, max_steps, meter):
     )
     saved, last = sol.ys
     y1 = jax.tree_util.tree_map(lambda leaf: leaf[-1], last)
-    result = from_diffrax(sol.result, saved["f"], saved["loss"])
+    result = from_diffrax(sol.result, saved["f"], saved["loss"], y0)
     stats = {k: jnp.asarray(sol.stats[k]) for k in
              ("num_steps", "num_accepted_steps", "num_rejected_steps")}
     return Raw(sol.ts[0], saved, dynamics.final(y1), result, stats)
@@ -230,7 +230,7 @@ def _throw(problem, solution, settings):
         return eqx.tree_at(lambda s: s.f, solution, f)
     status = int(code(solution.result))
     if status:
-        name = RESULTS_NAMES[status]
+        name = RETCODES[status]
         raise SolverError(f"{name}: {problem.failure_message(name, solution, settings)}")
     return solution
 
@@ -241,5 +241,3 @@ def last_finite_time(t: Any, f: Any) -> float:
     good = np.all(np.isfinite(f), axis=-1) & np.isfinite(ts)
     return float(ts[good][-1]) if good.any() else float("nan")
 
-
-from ._results import RETCODES as RESULTS_NAMES  # noqa: E402

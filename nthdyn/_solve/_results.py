@@ -66,13 +66,17 @@ def name(result: Any) -> str:
 
 
 def from_diffrax(result: diffrax.RESULTS, *observed: Any) -> RESULTS:
-    """diffrax's status mapped onto `RESULTS`, then `nonfinite` where a successful
-    solve saved a NaN or inf in any of `observed` (traceable)."""
+    """diffrax's status mapped onto `RESULTS` (traceable), with `nonfinite` where a
+    NaN was saved (a NaN state makes the step controller reject every step, which
+    diffrax reports as max_steps; saves it never reached it fills with inf, not NaN),
+    and where a successful solve saved an inf."""
     status = RESULTS.where(
         result == diffrax.RESULTS.successful, RESULTS.successful,
         RESULTS.where(result == diffrax.RESULTS.max_steps_reached, RESULTS.max_steps_reached,
                       RESULTS.solver_failure))
-    return check_finite(status, *observed)
+    leaves = [leaf for leaf in jax.tree_util.tree_leaves(observed) if eqx.is_array(leaf)]
+    nan = jnp.any(jnp.stack([jnp.any(jnp.isnan(leaf)) for leaf in leaves]))
+    return check_finite(RESULTS.where(nan, RESULTS.nonfinite, status), *observed)
 
 
 def check_finite(status: RESULTS, *observed: Any) -> RESULTS:
