@@ -88,7 +88,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
         process.wait()
     assert process.returncode == -signal.SIGKILL
     survivors = _points(killed)
-    assert 1 <= len(survivors) < 4, survivors  # killed mid-way
+    assert 1 <= len(survivors) <= 4, survivors  # killed once a point was stored
 
     for store in (killed, reference):  # resume; and an uninterrupted run
         done = subprocess.run([sys.executable, str(script), str(store)], env=env,
@@ -96,14 +96,17 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
         assert done.returncode == 0, done.stderr
 
     # Finished points were not recomputed: same files (mtime, inode), and the log shows
-    # that the second run computed exactly the missing points, each once.
+    # that the second run computed exactly the missing points, each once. A point's log
+    # line follows its (atomic) file, so the kill may fall between the two: the first
+    # run logged a subset of the points that survived, wherever the kill fell.
     after = _points(killed)
     assert len(after) == 4
     for name, stamp in survivors.items():
         assert after[name] == stamp
     first, second = _computed(killed)
-    assert sorted(first + second) == [0, 1, 2, 3] and not set(first) & set(second)
-    assert {f"p{i:06d}.nc" for i in second} == set(after) - set(survivors)
+    survived = {int(name[1:7]) for name in survivors}
+    assert set(first) <= survived and len(set(first)) == len(first)
+    assert sorted(second) == sorted(set(range(4)) - survived)  # each missing point, once
     assert not list((killed / "points").glob(".*.part"))  # no debris left
 
     a = xr.load_dataset(killed / "ensemble.nc")

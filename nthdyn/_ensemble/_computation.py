@@ -4,6 +4,7 @@ seeds with `vmap`), or the user's `output` function of the member problem."""
 from __future__ import annotations
 
 import abc
+import collections
 import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -175,6 +176,11 @@ class SolveMembers(AbstractComputation):
         return self.vmap
 
     def setup(self, problem):
+        if "kernels" in self.options:
+            raise TypeError(
+                "solve(ensemble, kernels=...): precomputed kernels belong to one network, so "
+                "every member would start from the same kernels. Drop kernels=: an ensemble "
+                "over orders computes each member's kernels once and shares them.")
         try:
             check_options(problem, {**self.options, "throw": False})
         except TypeError as error:
@@ -189,11 +195,16 @@ class SolveMembers(AbstractComputation):
             return None
         key = (jax.tree_util.tree_structure((problem.network, problem.data, problem.test)), _digest(problem.data.X, problem.data.y,
                problem.test, jax.random.key_data(keys)), self.share_order)
-        if key not in _SHARED_KERNELS:
-            _SHARED_KERNELS.clear()  # one block at a time: the sweep's points come in order
-            _SHARED_KERNELS[key] = _batched_kernels(
-                problem, keys, self.share_order, self.options.get("max_bytes", MAX_KERNEL_BYTES))
-        return _SHARED_KERNELS[key]
+        if key in _SHARED_KERNELS:
+            _SHARED_KERNELS.move_to_end(key)
+            return _SHARED_KERNELS[key]
+        kernels = _batched_kernels(problem, keys, self.share_order,
+                                   self.options.get("max_bytes", MAX_KERNEL_BYTES))
+        _SHARED_KERNELS[key] = kernels
+        while len(_SHARED_KERNELS) > 1 and sum(
+                leaf.nbytes for leaf in jax.tree_util.tree_leaves(_SHARED_KERNELS)) > SHARED_BYTES:
+            _SHARED_KERNELS.popitem(last=False)  # least recently used
+        return kernels
 
     def finish(self, result, setup):
         return solution_dataset(result), int(result.retcode)
@@ -273,8 +284,11 @@ def _as_variable(name: str, value: Any) -> xr.Variable:
     return xr.Variable(dims, array, attrs)
 
 
-#: The kernels of the last block of hierarchy members (see `SolveMembers`).
-_SHARED_KERNELS: dict[Any, Any] = {}
+#: Kernels of recent blocks of hierarchy members (see `SolveMembers`), least recently
+#: used first, kept up to `SHARED_BYTES` (the points of a sweep over orders come
+#: near each other whatever the order of the axes; each process has its own).
+_SHARED_KERNELS: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+SHARED_BYTES = 2**29
 
 
 def _digest(*arrays: Any) -> str:

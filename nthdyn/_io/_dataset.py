@@ -42,8 +42,8 @@ def data_variables(problem: Any) -> dict[str, tuple]:
 
 def coordinates(solution: Solution, n: int, n_test: int | None) -> dict[str, tuple]:
     time = "gradient-descent step" if solution.problem.discrete else None
-    coords = {"time": coordinate("time", np.asarray(solution.t).reshape(-1, np.shape(solution.t)[-1])[0],
-                                 long_name=time),
+    times = np.asarray(solution.t).reshape(-1, np.shape(solution.t)[-1])[0]  # one for all members
+    coords = {"time": coordinate("time", times, long_name=time),
               "sample": coordinate("sample", np.arange(n))}
     if solution.ntk is not None:
         coords["sample_b"] = coordinate("sample_b", np.arange(n))

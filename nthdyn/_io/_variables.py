@@ -52,6 +52,13 @@ VARIABLES: dict[str, Variable] = {
     "err_K2": Variable(("time",), "max |K2 - K~2|", equation="Huang & Yau eq. (19)"),
     "err_f_test": Variable(("time",), "||f_x - f~_x||_2 over the test points",
                            equation="Huang & Yau eq. (22)"),
+    # kernels at initialization, over seeds (estimate_kernel_limit)
+    "K_mean": Variable(("width",), "seed mean of m^(r/2-1) K(r) at initialization",
+                       equation="Huang & Yau eq. (11)"),
+    "K_std": Variable(("width",), "seed standard deviation of m^(r/2-1) K(r)"),
+    "K_stderr": Variable(("width",), "standard error of the seed mean of m^(r/2-1) K(r)"),
+    "K_limit": Variable((), "limiting NTK (infinite width)", equation="Jacot et al. Thm. 1"),
+    "z": Variable(("width",), "(seed mean - limit) / standard error"),
 }
 
 COORDINATES: dict[str, str] = {

@@ -53,7 +53,7 @@ def estimate_kernel_limit(
     """
     import xarray as xr
 
-    from .._io import provenance, variable
+    from .._io import coordinate, provenance, variable
     from .._kernels import ntk_traced
     from .._network import AbstractLayeredNetwork, AbstractNetwork
 
@@ -94,25 +94,22 @@ def estimate_kernel_limit(
     dims = ("width",) + _SLOTS[:order]
     name = f"m^({order}/2-1) K({order})" if order != 2 else "K2"
     data_vars = {
-        "K_mean": (dims, mean, {"long_name": f"seed mean of {name} at initialization (eq. 11)",
-                              "units": "1"}),
-        "K_std": (dims, std, {"long_name": f"seed standard deviation of {name}", "units": "1"}),
-        "K_stderr": (dims, std / np.sqrt(len(seeds)),
-                   {"long_name": f"standard error of the seed mean of {name}", "units": "1"}),
-        "X": (("sample", "input_dim"), np.asarray(X), {"long_name": "input x_a", "units": "1"}),
+        "K_mean": variable("K_mean", mean, dims=dims,
+                           long_name=f"seed mean of {name} at initialization"),
+        "K_std": variable("K_std", std, dims=dims, long_name=f"seed standard deviation of {name}"),
+        "K_stderr": variable("K_stderr", std / np.sqrt(len(seeds)), dims=dims,
+                             long_name=f"standard error of the seed mean of {name}"),
+        "X": variable("X", X),
     }
     if order == 2 and isinstance(network, AbstractLayeredNetwork):
         limit = limiting_kernels(network, X, quadrature=quadrature).ntk
-        data_vars["K_limit"] = (dims[1:], limit, {
-            "long_name": "limiting NTK (infinite width, Jacot et al. Thm. 1)", "units": "1"})
+        data_vars["K_limit"] = variable("K_limit", limit, dims=dims[1:])
         with np.errstate(divide="ignore", invalid="ignore"):
             z = (mean - limit) / (std / np.sqrt(len(seeds)))
-        data_vars["z"] = (dims, z, {"long_name": "(seed mean - limit) / standard error",
-                                    "units": "1"})
-    coords = {"width": ("width", np.asarray(widths), {"long_name": "hidden width m", "units": "1"})}
+        data_vars["z"] = variable("z", z, dims=dims)
+    coords = {"width": coordinate("width", widths)}
     for slot in dims[1:]:
-        coords[slot] = (slot, np.arange(X.shape[0]), {"long_name": f"input index ({slot})",
-                                                      "units": "1"})
+        coords[slot] = coordinate(slot, np.arange(X.shape[0]), long_name=f"input index ({slot})")
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update(provenance(
         f"seed means of m^(r/2-1) K(r) at initialization, r = {order}",

@@ -130,7 +130,8 @@ def _integrate(dynamics, y0, t0, t1, ts, controller, dt0, max_steps, meter):
     result = from_diffrax(sol.result, saved["f"], saved["loss"], y0)
     stats = {k: jnp.asarray(sol.stats[k]) for k in
              ("num_steps", "num_accepted_steps", "num_rejected_steps")}
-    return Raw(sol.ts[0], saved, dynamics.final(y1), result, stats)
+    # the requested save times (diffrax fills those a failed solve never reached with inf)
+    return Raw(ts, saved, dynamics.final(y1), result, stats)
 
 
 class AbstractMap(AbstractDynamics):
