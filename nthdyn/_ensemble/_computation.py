@@ -14,12 +14,12 @@ import jax
 import numpy as np
 import xarray as xr
 
-from .._io import json_default, solution_dataset
+from .._io import describe_function, json_default, solution_dataset
 from .._kernels import MAX_KERNEL_BYTES
 from .._problems import AbstractProblem, NTHProblem, initial_kernels
 from .._solve import RETCODES, Solution, solve
 from .._solve._options import check_options
-from ._problem import EnsembleProblem, describe_function, with_key
+from ._problem import EnsembleProblem, with_key
 
 #: Working memory of one member relative to its parameters (RK stages, gradients).
 WORK_FACTOR = 8

@@ -14,7 +14,6 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
@@ -76,7 +75,7 @@ def run_point(ensemble: EnsembleProblem, computation: AbstractComputation,
     if seeds is None:
         blocks = [stack_members([_single(computation, problem, setup, None)], seeded=False)]
     else:
-        keys = jnp.stack([ensemble.key(s) for s in seeds])
+        keys = ensemble.keys()
         if computation.batchable():
             size = (auto_batch_size(problem, computation, n) if batch_size == "auto"
                     else int(batch_size))

@@ -32,8 +32,8 @@ recorded in the `retcode` variable (CF `flag_values`/`flag_meanings`, see
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import inspect
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._activation import AbstractActivation
+from .._io import describe_function, describe_value
 from .._problems import AbstractProblem, remake
 
 RESERVED_DIMS = ("time", "sample", "sample_b", "test", "input_dim", "quantile", "member")
@@ -58,6 +59,11 @@ def member_key(seed: int, master_seed: int = 0) -> jax.Array:
     """The initialisation key of ensemble member `seed`:
     `jax.random.fold_in(jax.random.key(master_seed), seed)`."""
     return jax.random.fold_in(jax.random.key(master_seed), seed)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _member_keys(seeds: jax.Array, master_seed: int) -> jax.Array:
+    return jax.vmap(lambda seed: jax.random.fold_in(jax.random.key(master_seed), seed))(seeds)
 
 
 def _label(value: Any, name: str, index: int) -> Any:
@@ -260,6 +266,10 @@ class EnsembleProblem(eqx.Module):
         """The initialisation key of member `seed`."""
         return member_key(seed, self.master_seed)
 
+    def keys(self) -> jax.Array:
+        """The keys of all seeds, in order (one dispatch: the same keys as `key`)."""
+        return _member_keys(jnp.asarray(self.seeds, dtype=jnp.uint32), self.master_seed)
+
     def member(self, seed: int | None = None, **labels: Any) -> AbstractProblem:
         """The member problem at `seed` and axis labels, e.g.
         `ensemble.member(seed=3, width=512)`: what `solve` computes for it."""
@@ -296,9 +306,9 @@ class EnsembleProblem(eqx.Module):
             "master_seed": self.master_seed,
             "axes": {name: list(labels) for name, labels in self.labels.items()},
             # Values that are not their own labels (activations, data sets, ...).
-            "axis_values": {name: [_describe(v) for v in values]
+            "axis_values": {name: [describe_value(v) for v in values]
                             for name, values in self.axes.items()
-                            if [_describe(v) for v in values] != list(self.labels[name])},
+                            if [describe_value(v) for v in values] != list(self.labels[name])},
             "output": None if self.output is None else describe_function(self.output),
             "vmap": int(self.vmap),
         }
@@ -331,36 +341,6 @@ def _check_value(problem: AbstractProblem, name: str, value: Any, index: int) ->
             eqx.filter_eval_shape(lambda: problem.network.remake(**{name: value}))
     except (TypeError, ValueError) as error:
         raise type(error)(f"axes[{name!r}][{index}]={value!r} is not a valid {name}: {error}") from None
-
-
-def _describe(value: Any) -> Any:
-    if isinstance(value, (bool, numbers.Number, str)) or value is None:
-        return value
-    if isinstance(value, (np.ndarray, jax.Array)):
-        return {"array_sha256": hashlib.sha256(np.asarray(value).tobytes()).hexdigest()}
-    if isinstance(value, eqx.Module):
-        arrays, static = eqx.partition(value, eqx.is_array)
-        digest = hashlib.sha256()
-        for leaf in jax.tree_util.tree_leaves(arrays):
-            digest.update(np.asarray(jax.random.key_data(leaf) if jnp.issubdtype(
-                leaf.dtype, jax.dtypes.prng_key) else leaf).tobytes())
-        return {"module": eqx.tree_pformat(static, short_arrays=True), "sha256": digest.hexdigest()}
-    return repr(value)
-
-
-def describe_function(function: Callable[..., Any]) -> dict[str, str]:
-    """Name and source hash of a function (so a sweep store notices edits). The
-    module is left out when it is a script's (`__main__`, or `__nthdyn_case__`
-    under `nthdyn run`): the same case file gives the same name either way."""
-    name = getattr(function, "__qualname__", repr(function))
-    module = getattr(function, "__module__", None) or ""
-    if not module.startswith("__"):
-        name = f"{module}.{name}"
-    try:
-        source = inspect.getsource(function)
-    except (OSError, TypeError):
-        source = repr(function)
-    return {"name": name, "source_sha256": hashlib.sha256(source.encode()).hexdigest()}
 
 
 def point_template(problem: AbstractProblem, point: dict[str, Any]) -> AbstractProblem:

@@ -8,5 +8,11 @@ from ._dataset import (
     to_dataset as to_dataset,
 )
 from ._netcdf import read_netcdf as read_netcdf, write_netcdf as write_netcdf
-from ._provenance import json_default as json_default, provenance as provenance, versions as versions
+from ._provenance import (
+    describe_function as describe_function,
+    describe_value as describe_value,
+    json_default as json_default,
+    provenance as provenance,
+    versions as versions,
+)
 from ._variables import attributes as attributes, coordinate as coordinate, variable as variable

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+import inspect
+import numbers
+from collections.abc import Callable
 import functools
 import importlib.metadata
 import json
@@ -11,7 +15,9 @@ import shlex
 import sys
 from typing import Any
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 _DEPENDENCIES = ("nthdyn", "jax", "jaxlib", "equinox", "diffrax", "numpy", "scipy",
@@ -61,3 +67,35 @@ def provenance(title: str, config: dict[str, Any]) -> dict[str, str | int]:
         "versions": json.dumps(found),
         "config": json.dumps(config, default=json_default, sort_keys=True),
     }
+
+
+def describe_value(value: Any) -> Any:
+    """A JSON-ready identity of a value: numbers and strings as they are, arrays and
+    modules by a SHA-256 of their contents."""
+    if isinstance(value, (bool, numbers.Number, str)) or value is None:
+        return value
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return {"array_sha256": hashlib.sha256(np.asarray(value).tobytes()).hexdigest()}
+    if isinstance(value, eqx.Module):
+        arrays, static = eqx.partition(value, eqx.is_array)
+        digest = hashlib.sha256()
+        for leaf in jax.tree_util.tree_leaves(arrays):
+            digest.update(np.asarray(jax.random.key_data(leaf) if jnp.issubdtype(
+                leaf.dtype, jax.dtypes.prng_key) else leaf).tobytes())
+        return {"module": eqx.tree_pformat(static, short_arrays=True), "sha256": digest.hexdigest()}
+    return repr(value)
+
+
+def describe_function(function: Callable[..., Any]) -> dict[str, str]:
+    """Name and source hash of a function (so a sweep store notices edits). The
+    module is left out when it is a script's (`__main__`, or `__nthdyn_case__`
+    under `nthdyn run`): the same case file gives the same name either way."""
+    name = getattr(function, "__qualname__", repr(function))
+    module = getattr(function, "__module__", None) or ""
+    if not module.startswith("__"):
+        name = f"{module}.{name}"
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        source = repr(function)
+    return {"name": name, "source_sha256": hashlib.sha256(source.encode()).hexdigest()}

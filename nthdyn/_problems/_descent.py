@@ -28,7 +28,7 @@ from jaxtyping import Array, Float
 
 from .._checks import positive_float, positive_int
 from .._data import TrainingSet
-from .._kernels import layer_factors, ntk_structured
+from .._kernels import ntk_structured
 from .._network import AbstractLayeredNetwork, AbstractNetwork, LowRankMatrix, densify, trainable
 from .._solve import AbstractMap, half_mean_square, observed, solve
 from ._base import AbstractProblem, check_common
