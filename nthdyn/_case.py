@@ -28,7 +28,11 @@ from typing import Any
 from ._ensemble import DaskExecutor, InProcess
 
 
-def case_parser(description: str | None, prog: str | None = None) -> argparse.ArgumentParser:
+def case_parser(description: str | None, prog: str | None = None, *,
+                distributed: bool = True) -> argparse.ArgumentParser:
+    """The command line of a case: `--out`, `--quick`, `--workers`, `--scheduler`.
+    With `distributed=False` (a case whose `run` takes no executor) the last two
+    are still accepted, so that they fail with a clear message, but not listed."""
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -37,10 +41,11 @@ def case_parser(description: str | None, prog: str | None = None) -> argparse.Ar
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings that finish in seconds (used by the tests)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="run ensembles on a Dask LocalCluster of N worker processes")
+                        help="run ensembles on a Dask LocalCluster of N worker processes"
+                        if distributed else argparse.SUPPRESS)
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="run ensembles on the Dask scheduler at ADDRESS "
-                             "(e.g. tcp://10.0.0.5:8786)")
+                             "(e.g. tcp://10.0.0.5:8786)" if distributed else argparse.SUPPRESS)
     return parser
 
 
@@ -77,13 +82,16 @@ def run_case(
     argv: Sequence[str] | None = None,
     *,
     name: str | None = None,
+    prog: str | None = None,
 ) -> Any:
-    """Parse `--out`/`--quick`, run the case, and report how long it took."""
+    """Parse `--out`/`--quick`, run the case, and report how long it took.
+    `prog` names the command in `--help` and usage (default: `name`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     name = name or Path(sys.argv[0]).stem
-    args = case_parser(description, prog=name).parse_args(argv)
+    parser = case_parser(description, prog=prog or name, distributed=_takes_executor(run))
+    args = parser.parse_args(argv)
     headline = (description or name).strip().splitlines()[0]
     print(f"[nthdyn] case {name}{' (quick)' if args.quick else ''}: {headline}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -133,6 +133,10 @@ def fit_power_law(
         raise TypeError("fit_power_law takes a DataArray, e.g. fit_power_law(ds.err, "
                         "dim='width').")
     _check_dim(da, dim)
+    if da.sizes[dim] < 3:
+        raise ValueError(
+            f"fit_power_law: {da.sizes[dim]} values of {dim!r}; a fit with an interval needs "
+            f"at least 3 (two points give a line through both and no error estimate).")
     confidence = _check_confidence(confidence)
     if interval not in ("t", "bootstrap"):
         raise ValueError(f"interval={interval!r}: use 't' (regression t-interval) or "

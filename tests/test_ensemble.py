@@ -121,7 +121,7 @@ def test_failed_members_are_recorded_not_raised(flow):
 
 def test_solver_failure_is_a_status(flow):
     ens = nd.EnsembleProblem(flow, seeds=range(2), vmap=False)  # members one at a time
-    ds = nd.solve(ens, nd.Tsit5(), saveat=[0.0, 1.0], max_steps=2)
+    ds = nd.solve(ens, nd.Tsit5(), saveat=[0.0, 1.0], max_steps=2, keep_failures=True)
     assert (ds.retcode == 1).all()  # max_steps_reached, not an exception
     assert ds.f.dims == ("seed", "time", "sample")
 
@@ -208,6 +208,7 @@ def test_nice_errors(flow):
     def returns_dataset(problem):
         return xr.Dataset({"a": 1.0})
 
-    ds = nd.solve(nd.EnsembleProblem(flow, seeds=range(2), output=returns_dataset))
+    ds = nd.solve(nd.EnsembleProblem(flow, seeds=range(2), output=returns_dataset),
+                  keep_failures=True)
     assert (ds.retcode == 4).all()
     assert "pass vmap=False" in str(ds.message.values[0])

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -109,6 +110,11 @@ class DaskExecutor(AbstractExecutor):
                 f"address={address!r}: pass a scheduler address string such as "
                 "'tcp://127.0.0.1:8786', or None for a LocalCluster."
             )
+        if address is not None and not re.fullmatch(r"[a-z]+://\S+|[^\s:/]+:\d+", address):
+            raise ValueError(
+                f"address={address!r} is not a Dask scheduler address: pass one such as "
+                "'tcp://127.0.0.1:8786' (what `dask scheduler` prints), or None for a "
+                "LocalCluster on this machine.")
         self.address = address
         self.n_workers = positive_int(n_workers, "n_workers")
         self.threads_per_worker = positive_int(threads_per_worker, "threads_per_worker")

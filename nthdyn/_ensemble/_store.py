@@ -63,6 +63,12 @@ def _difference(old: dict[str, Any], new: dict[str, Any], limit: int = 8) -> str
     return "\n".join(lines)
 
 
+def _store_name(name: str) -> bool:
+    """Whether `name` is one of the entries of a sweep store (see the module docstring)."""
+    return name in (".lock", "sweep.json", "points", "log.jsonl", "ensemble.nc") or (
+        name.startswith((".sweep.json.", ".ensemble.nc.")) and name.endswith(".part"))
+
+
 class SweepStore:
     """The on-disk store of one sweep (see the module docstring for the layout)."""
 
@@ -73,8 +79,10 @@ class SweepStore:
                                    "for the sweep store.")
         text, digest = canonical(config)
         index = self.path / "sweep.json"
+        # Only the names a store is made of (another sweep may be creating them right now,
+        # and its lock is checked next): anything else means a folder of someone else's.
         if self.path.is_dir() and not index.exists() and any(
-                p.name != ".lock" for p in self.path.iterdir()):
+                not _store_name(p.name) for p in self.path.iterdir()):
             raise SweepConfigError(
                 f"store={str(self.path)!r} exists and is not an nthdyn sweep store (no "
                 "sweep.json): give a new or empty folder.")

@@ -41,12 +41,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import xarray as xr
 
 from .._io import coordinate, data_variables, provenance, read_netcdf, write_netcdf
-from .._solve import solve
-from ._computation import AbstractComputation, computation_for
+from .._solve import RETCODES, SolverError, solve
+from ._computation import LOST as LOST_CODE, AbstractComputation, computation_for
 from ._executor import AbstractExecutor, InProcess, LostItem
 from ._point import lost_point, run_point
 from ._problem import EnsembleProblem
@@ -82,6 +83,7 @@ def _solve_ensemble(
     batch_size: int | str = "auto",
     progress: bool = False,
     member_progress: bool = False,
+    keep_failures: bool = False,
     title: str | None = None,
     **options: Any,
 ) -> xr.Dataset:
@@ -100,9 +102,13 @@ def _solve_ensemble(
       fewer when their parameters would exceed 1 GiB) or an integer.
     - `progress`: a progress bar over points. `member_progress`: diffrax's
       progress meter inside each solve (for long single solves).
+    - `keep_failures`: return the Dataset even when every member failed (by
+      default that raises `SolverError` with the statuses and the first message).
     - `title`: the Dataset's title.
 
-    Failed members do not raise: see the `retcode` and `message` variables.
+    A failed member does not stop the others: see the `retcode` and `message`
+    variables (its values are NaN). Only an ensemble whose every member failed
+    raises, unless `keep_failures=True`.
     """
     _check_run_options(store, executor, batch_size)
     if member_progress:
@@ -113,17 +119,35 @@ def _solve_ensemble(
         options["progress"] = True
     computation = computation_for(ensemble, solver, options)
     computation.setup(ensemble.problem)  # bad solvers and options fail here, not per member
-    config = {"format": FORMAT, **ensemble.config(), "computation": computation.config()}
+    # float64 is part of the identity: points computed in float32 never join a float64 store
+    config = {"format": FORMAT, **ensemble.config(), "computation": computation.config(),
+              "float64": int(jax.config.jax_enable_x64)}
     points = [{"index": i, "file": f"points/p{i:06d}.nc", "coords": ensemble.point_labels(i)}
               for i in range(ensemble.n_points)]
     executor = executor or InProcess()
     sweep = SweepStore(store, config, points) if store is not None else None
     try:
-        return _drive(ensemble, computation, config, sweep, executor, batch_size,
-                      progress, title)
+        ds = _drive(ensemble, computation, config, sweep, executor, batch_size, progress, title)
     finally:
         if sweep is not None:
             sweep.close()
+    if not keep_failures:
+        _raise_if_all_failed(ds)
+    return ds
+
+
+def _raise_if_all_failed(ds: xr.Dataset) -> None:
+    codes = np.ravel(ds["retcode"].values)
+    failed = codes[codes != LOST_CODE]
+    if failed.size == 0 or np.any(failed == 0):
+        return
+    counts = {RETCODES[int(c)]: int(np.count_nonzero(failed == c)) for c in np.unique(failed)}
+    messages = [m for m in np.ravel(ds["message"].values) if m]
+    first = f"; the first message: {messages[0]}" if messages else ""
+    raise SolverError(
+        f"every member of the ensemble failed (statuses {counts}{first}). The results are "
+        "kept in the store if there is one; pass keep_failures=True to get the Dataset "
+        "anyway, and see nthdyn.RESULTS for what each status means.")
 
 
 def _drive(ensemble: EnsembleProblem, computation: AbstractComputation, config: dict,

@@ -24,13 +24,48 @@ from .._checks import positive_int
 
 
 
+_SPLIT = 134217729.0  # 2^27 + 1: Veltkamp's splitting of a float64 into two 26-bit halves
+
+
+def _two_product(a, b):
+    """`(p, e)` with `p = fl(a b)` and `a b = p + e` exactly (Dekker), for |a|, |b| < 1e290."""
+    p = a * b
+    t = _SPLIT * a
+    ah = t - (t - a)
+    al = a - ah
+    t = _SPLIT * b
+    bh = t - (t - b)
+    bl = b - bh
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _determinant(s11, s12, s22):
+    """`max(s11 s22 - s12^2, 0)` to a few ulps of itself, not of `s11 s22`: the
+    products are error-free, so nearly degenerate covariances keep their small
+    determinant (and the angle below its digits), and `s12^2 >= s11 s22` (e.g.
+    `s12 = s11 = s22`) gives exactly 0."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        p, e = _two_product(s11, s22)
+        q, f = _two_product(s12, s12)
+        det = (p - q) + (e - f)  # p - q is exact where it cancels (Sterbenz)
+    det = np.where(np.isfinite(det), det, s11 * s22 - s12**2)  # huge entries: plain products
+    return np.maximum(det, 0.0)
+
+
 def _relu(s11, s12, s22):
-    """Arc-cosine kernels (Cho & Saul): degree 1 for relu, degree 0 for its step."""
+    """Arc-cosine kernels (Cho & Saul): degree 1 for relu, degree 0 for its step.
+
+    With `norm = sqrt(s11 s22)`, `norm sin(theta) = sqrt(det)` and `norm cos(theta) =
+    s12`: the angle is `arctan2(sqrt(det), s12)` (not `arccos(s12 / norm)`, whose
+    rounding near `|rho| = 1` is amplified to ~1e-8), exactly 0 for `s12 = s11 = s22`,
+    where `E[sigma sigma] = s / 2` and `E[sigma' sigma'] = 1 / 2` come out exact."""
     norm = np.sqrt(s11 * s22)
-    rho = np.clip(np.divide(s12, norm, out=np.zeros_like(norm), where=norm > 0), -1.0, 1.0)
-    theta = np.arccos(rho)
-    value = norm / (2 * np.pi) * (np.sqrt(1.0 - rho**2) + (np.pi - theta) * rho)
+    root = np.sqrt(_determinant(s11, s12, s22))  # norm sin(theta) = norm sqrt(1 - rho^2)
+    cross = np.clip(s12, -norm, norm)  # norm cos(theta) = norm rho
+    theta = np.where(norm > 0, np.arctan2(root, cross), np.pi / 2)
     slope = (np.pi - theta) / (2 * np.pi)
+    # norm / (2 pi) (sin(theta) + (pi - theta) cos(theta))
+    value = np.where(norm > 0, root / (2 * np.pi) + slope * cross, 0.0)
     return value, slope
 
 
@@ -76,7 +111,7 @@ def _cholesky(s11, s12, s22):
     """`u = a z1`, `v = b z1 + c z2` with `(z1, z2)` standard normal."""
     a = np.sqrt(np.maximum(s11, 0.0))
     b = np.divide(s12, a, out=np.zeros_like(a), where=a > 0)
-    det = np.maximum(s11 * s22 - s12**2, 0.0)  # exactly 0 for s12 = +-s11 = +-s22
+    det = _determinant(s11, s12, s22)  # exactly 0 for |s12| >= sqrt(s11 s22)
     c = np.where(a > 0, np.sqrt(np.divide(det, s11, out=np.zeros_like(a), where=a > 0)),
                  np.sqrt(np.maximum(s22, 0.0)))
     return a, b, c

@@ -46,14 +46,60 @@ class Pairs(NamedTuple):
         return Pairs(fn(self.c), fn(self.d1), fn(self.d2))
 
 
+def _mirror(a: np.ndarray) -> np.ndarray:
+    """The symmetric matrix with the upper triangle of `a` (bitwise symmetric)."""
+    return np.triu(a) + np.triu(a, 1).T
+
+
+def _symmetric(S: Pairs) -> bool:
+    """Whether the pairs are those of one set of inputs with itself (exactly)."""
+    return S.c.shape[0] == S.c.shape[1] and np.array_equal(S.d1, S.d2) \
+        and np.array_equal(S.c, S.c.T)
+
+
 def expect(activation, S: Pairs, quadrature):
-    """`L` on the pairs and diagonals, `D` on the pairs."""
+    """`L` on the pairs and diagonals, `D` on the pairs.
+
+    Identical inputs stay identical: the diagonals are evaluated once per distinct
+    variance, a pair with `c = d1 = d2` (two equal inputs) takes exactly the
+    diagonal's values (whatever bits a quadrature gives at another position), and
+    symmetric pairs give symmetric `L` and `D`. So `L.c` keeps `L.d` on its
+    diagonal through every layer, and the angle of equal inputs is 0 exactly."""
     bound = np.sqrt(np.outer(S.d1, S.d2))  # quadrature error may break Cauchy-Schwarz by ~1 ulp
     value, slope = gaussian_expectations(activation, S.d1[:, None], np.clip(S.c, -bound, bound),
                                          S.d2[None, :], quadrature=quadrature)
-    diagonal = [gaussian_expectations(activation, d, d, d, quadrature=quadrature)[0]
-                for d in (S.d1, S.d2)]
-    return Pairs(value, *diagonal), slope
+    variances, which = np.unique(np.concatenate([S.d1, S.d2]), return_inverse=True)
+    diagonal, diagonal_slope = gaussian_expectations(activation, variances, variances, variances,
+                                                     quadrature=quadrature)
+    which = np.ravel(which)
+    first, second = which[: S.d1.size], which[S.d1.size:]
+    equal = (S.c == S.d1[:, None]) & (S.d1[:, None] == S.d2[None, :])
+    if np.any(equal):
+        value = np.where(equal, diagonal[first][:, None], value)
+        slope = np.where(equal, diagonal_slope[first][:, None], slope)
+    if _symmetric(S):
+        value, slope = _mirror(value), _mirror(slope)
+    return Pairs(value, diagonal[first], diagonal[second]), slope
+
+
+def _inner_products(X1: np.ndarray, X2: np.ndarray | None) -> Pairs:
+    """`Pairs(X1 X2^T, |X1|^2, |X2|^2)`, exact on identical inputs: where a row of
+    `X1` equals a row of `X2` the cross entry is the very float of both squared
+    norms (a BLAS product and a sum differ in the last bit, which the arc-cosine
+    kernel amplifies to ~1e-8), and `X2 = None` (or `X2` equal to `X1`) gives an
+    exactly symmetric matrix."""
+    same = X2 is None or (X2.shape == X1.shape and np.array_equal(X1, X2))
+    X2 = X1 if X2 is None else X2
+    c = X1 @ X2.T
+    rows, which = np.unique(np.concatenate([X1, X2]) + 0.0, axis=0, return_inverse=True)
+    which = np.ravel(which)
+    norms = np.sum(rows**2, axis=1)
+    first, second = which[: len(X1)], which[len(X1):]
+    if len(rows) < len(X1) + len(X2):  # some inputs repeat
+        c = np.where(first[:, None] == second[None, :], norms[first][:, None], c)
+    if same:
+        c = _mirror(c)
+    return Pairs(c, norms[first], norms[second])
 
 
 def limiting_kernels(
@@ -88,8 +134,8 @@ def limiting_kernels(
             "nthdyn.MLP (Huang-Yau) and nthdyn.JacotMLP; pass one of those (any width)."
         )
     X1 = np.asarray(check_inputs(X1, "X1", in_size=network.in_size), dtype=np.float64)
-    X2 = X1 if X2 is None else np.asarray(check_inputs(X2, "X2", in_size=network.in_size),
-                                          dtype=np.float64)
-    inner = Pairs(X1 @ X2.T, np.sum(X1**2, axis=1), np.sum(X2**2, axis=1))
+    X2 = None if X2 is None else np.asarray(check_inputs(X2, "X2", in_size=network.in_size),
+                                            dtype=np.float64)
+    inner = _inner_products(X1, X2)
     nngp, ntk = network.infinite_width(inner, lambda S: expect(network.activation, S, quadrature))
     return LimitingKernels(np.asarray(nngp, dtype=np.float64), np.asarray(ntk, dtype=np.float64))

@@ -127,7 +127,7 @@ def _integrate(dynamics, y0, t0, t1, ts, controller, dt0, max_steps, meter):
     )
     saved, last = sol.ys
     y1 = jax.tree_util.tree_map(lambda leaf: leaf[-1], last)
-    result = from_diffrax(sol.result, saved["f"], saved["loss"], y0)
+    result = from_diffrax(sol.result, saved, y0)
     stats = {k: jnp.asarray(sol.stats[k]) for k in
              ("num_steps", "num_accepted_steps", "num_rejected_steps")}
     # the requested save times (diffrax fills those a failed solve never reached with inf)
@@ -163,7 +163,7 @@ def _iterate(dynamics, y0, targets, total, meter):
     (y1, _, meter_state), saved = jax.lax.scan(
         segment, (y0, jnp.asarray(0, targets.dtype), meter.init()), targets)
     meter.close(meter_state)
-    result = check_finite(RESULTS.successful, saved["f"], saved["loss"])
+    result = check_finite(RESULTS.successful, saved)
     return Raw(targets.astype(jnp.result_type(float)), saved, dynamics.final(y1), result,
                {"num_steps": jnp.asarray(total)})
 
@@ -182,7 +182,7 @@ class AbstractClosedForm(AbstractDynamics):
 @eqx.filter_jit
 def _evaluate(dynamics, ts):
     saved = dynamics.evaluate(ts)
-    result = check_finite(RESULTS.successful, saved["f"], saved["loss"])
+    result = check_finite(RESULTS.successful, saved)
     return Raw(ts, saved, None, result, {"num_steps": jnp.asarray(0)})
 
 

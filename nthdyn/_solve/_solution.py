@@ -83,6 +83,8 @@ class Solution(eqx.Module):
         ts = np.asarray(self.t, dtype=float)
         values = np.asarray(values)
         query = np.asarray(t, dtype=float)
+        if not np.all(np.isfinite(query)):
+            raise ValueError(f"t={t!r}: pass finite times in the saved span [{ts[0]}, {ts[-1]}].")
         if np.any(query < ts[0]) or np.any(query > ts[-1]):
             raise ValueError(
                 f"t={t!r} is outside the saved span [{ts[0]}, {ts[-1]}]: solve over a "
