@@ -13,10 +13,11 @@ import argparse
 import ast
 import importlib.resources
 import json
+import math
 import runpy
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 DEFAULT_CASE = "quickstart"
 
@@ -109,7 +110,13 @@ def _status_names(code: Any) -> list[str]:
         names.update(zip((int(v) for v in np.atleast_1d(values).tolist()), meanings.split()))
     result = []
     for value in code.values.ravel().tolist():
-        if isinstance(value, float) and value != value:
+        if isinstance(value, (str, bytes)):  # a file that stores codes as text
+            value = value.decode() if isinstance(value, bytes) else value
+            value = int(value) if value.strip().isdigit() else value
+            if isinstance(value, str):
+                result.append(value.strip() or "not computed")
+                continue
+        if isinstance(value, float) and math.isnan(value):
             result.append("not computed")  # NaN: a point missing from a combined file
         elif isinstance(value, (int, float)) and float(value).is_integer():
             result.append(names.get(int(value), f"unknown status (code {int(value)})"))
@@ -133,7 +140,8 @@ def _failures(ds: Any, names: list[str], limit: int = 5) -> list[str]:
             for dim, k in zip(code.dims, index))
         text = f"    {where + ': ' if where else ''}{names[i]}"
         if message is not None:
-            note = str(message.values[index] if code.ndim else message.values).strip()
+            note = message.values[index] if code.ndim else message.values[()]
+            note = (note.decode(errors="replace") if isinstance(note, bytes) else str(note)).strip()
             if note:
                 text += f": {note.splitlines()[0][:200]}"
         lines.append(text)
@@ -172,17 +180,30 @@ def _info(path: str) -> None:
         print("  config: " + json.dumps(config, sort_keys=True)[:600])
 
 
+def _fail(command: str, message: Any) -> NoReturn:
+    """One line on stderr, exit status 2 (argparse's for usage errors)."""
+    print(f"nthdyn {command}: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _plot(file: str, out: str | None, variable: str | None) -> None:
-    from ._plot import NothingToPlot, plot_file
+    from ._io import read_netcdf
+    from ._plot import DPI, NothingToPlot, figure, png_path
 
     try:
-        png = plot_file(file, out, variable)
+        ds = read_netcdf(file)
+    except (OSError, ValueError) as error:  # missing, empty, cut short, not NetCDF
+        _fail("plot", error)
+    try:
+        fig = figure(ds, file, variable)
     except NothingToPlot as error:
-        print(f"nthdyn plot: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (OSError, ValueError) as error:  # a missing or unreadable file, an unwritable PNG
-        print(f"nthdyn plot: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail("plot", error)
+    png = png_path(file, out)
+    try:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(png, dpi=DPI)
+    except OSError as error:
+        _fail("plot", f"cannot write {png}: {error}")
     print(png)
 
 
@@ -210,13 +231,13 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     info = commands.add_parser("info", help="summarise a results file",
                                description="Summarise a results file: provenance, "
                                            "dimensions, variables, statuses, configuration.")
-    info.add_argument("file")
+    info.add_argument("file", metavar="FILE.nc", help="a NetCDF file written by nthdyn")
     plot = commands.add_parser(
         "plot", help="draw a results file's default figure into a PNG",
         description="Draw the default figure of an nthdyn results file: a solve's loss and "
-                    "outputs, an ensemble's loss (median over seeds, 10-90%% band), a "
+                    "outputs, an ensemble's loss (median over seeds, 10-90% band), a "
                     "comparison's errors; other files: the first float variable, or --variable.")
-    plot.add_argument("file", help="a NetCDF file written by nthdyn")
+    plot.add_argument("file", metavar="FILE.nc", help="a NetCDF file written by nthdyn")
     plot.add_argument("--out", metavar="FILE.png",
                       help="the PNG to write (default: next to FILE, same name, .png)")
     plot.add_argument("--variable", metavar="NAME", help="draw this variable instead")

@@ -15,6 +15,8 @@ The kind of file is read from its variables:
 
 Figures are drawn with matplotlib's Agg canvas (no pyplot, no global state) and are
 robust to NaN: missing and failed values are left out of lines, medians and bands.
+
+(Over 400 lines on purpose: the four kinds of figure share their panel helpers.)
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ SAMPLE_DIM = "seed"
 QUANTILES = (0.1, 0.9)
 #: At most this many lines get a legend entry.
 MAX_LEGEND = 10
+#: Resolution of the PNG files.
+DPI = 110
 
 
 class NothingToPlot(ValueError):
@@ -202,6 +206,9 @@ def _lines(ax: Any, ds: xr.Dataset, da: xr.DataArray, *, logx: bool = False,
     if logx:
         _log_axis(ax.xaxis, ax.set_xscale)
     if not np.any(np.isfinite(median.values)):
+        finite = xs[np.isfinite(xs)]
+        if finite.size and finite.min() < finite.max():
+            ax.set_xlim(finite.min(), finite.max())
         ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center",
                 va="center", color="0.4")
     ax.set_xlabel(_coord_label(ds, x_dim))
@@ -253,7 +260,7 @@ def _outputs(ax: Any, ds: xr.Dataset, f: xr.DataArray, *, dashed: xr.DataArray |
         for a, value in enumerate(np.ravel(y.values)):
             ax.axhline(float(value), color=colors[a % len(colors)], ls=":", lw=0.8)
     ax.set_xlabel(_coord_label(ds, "time"))
-    ax.set_ylabel(_label(ds["f"] if "f" in ds else None, "f"))
+    ax.set_ylabel(_label(ds.get("f"), "f"))
     ax.grid(alpha=0.3)
 
 
@@ -283,8 +290,8 @@ def kind(ds: xr.Dataset) -> str:
 
 
 def _plottable(da: xr.DataArray) -> bool:
-    return (da.dtype.kind in "fc" or da.dtype.kind in "iu") and da.ndim >= 1 and \
-        any(da.sizes[d] > 1 for d in da.dims)
+    """Real numbers along at least one dimension longer than 1."""
+    return da.dtype.kind in "fiu" and any(da.sizes[d] > 1 for d in da.dims)
 
 
 def default_variable(ds: xr.Dataset) -> str | None:
@@ -418,15 +425,20 @@ def figure(ds: xr.Dataset, path: str | os.PathLike = "results.nc", variable: str
     return fig
 
 
+def png_path(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Where the figure of results file `path` goes: `out`, or next to the file
+    with the same stem."""
+    return Path(path).with_suffix(".png") if out is None else Path(out)
+
+
 def plot_file(path: str | os.PathLike, out: str | os.PathLike | None = None,
-              variable: str | None = None, *, dpi: int = 110) -> Path:
+              variable: str | None = None, *, dpi: int = DPI) -> Path:
     """Draw the default figure of results file `path` (or of its `variable`) into
-    a PNG: `out`, or next to the file with the same stem. Returns the PNG's path."""
+    a PNG (see `png_path`). Returns the PNG's path."""
     from ._io import read_netcdf
 
-    path = Path(path)
-    ds = read_netcdf(path)
-    fig = figure(ds, path, variable)
-    out = path.with_suffix(".png") if out is None else Path(out)
+    fig = figure(read_netcdf(path), path, variable)
+    out = png_path(path, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
     return out

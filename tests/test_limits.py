@@ -1,6 +1,8 @@
 """Infinite-width kernels: closed forms vs quadrature, convergence of the quadrature,
 the recursions vs Monte-Carlo seed means of finite networks, ensemble estimates."""
 
+import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -97,6 +99,164 @@ def test_default_quadrature_matches_closed_form_through_depth():
         for a, b in zip(exact, polar):
             np.testing.assert_allclose(b, a, rtol=0, atol=1e-12)
         assert exact.ntk.shape == (3, 2)
+
+
+# ------------------------------------------------------------------ relu near |rho| = 1
+# E[sigma'(u) sigma'(v)] = (pi - theta) / (2 pi) has an infinite derivative in rho at
+# rho = 1: a cross entry one ulp below the diagonal (a BLAS product beside a sum) gave
+# theta ~ 1e-8 instead of 0, and the relu NTK was off on its diagonal by up to ~7e-9.
+
+RELU_DIAGONAL_RULES = [(nd.ClosedForm(), 1e-15), (nd.PolarQuadrature(), 1e-13)]
+
+
+def _second_inputs(X):
+    """X2 = None, X itself, an equal copy, and some of its rows again (permuted, repeated)."""
+    return {"None": None, "X": X, "copy": X.copy(), "rows": X[[9, 0, 5, 9, 3, 12]]}
+
+
+def _diagonal_pairs(X, X2):
+    """Index pairs (i, j) with X1[i] == X2[j] exactly (the diagonal for X2 = None)."""
+    X2 = X if X2 is None else X2
+    return np.nonzero(np.all(X[:, None, :] == X2[None, :, :], axis=-1))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("quadrature, rtol", RELU_DIAGONAL_RULES)
+def test_relu_limit_is_exact_on_the_diagonal(depth, quadrature, rtol):
+    """Huang-Yau relu, sw = sa = 1, unit inputs: on the diagonal E[relu(u)^2] = s/2
+    and E[relu'(u)^2] = 1/2, so S_l = 2^-(l-1), T_1 = 1, T_{l+1} = 2^-l + T_l/2 = (l+1)/2^l,
+    NNGP = L_H = 2^-H and NTK = L_H + T_H/2 = (H+1)/2^H, for every equal pair of inputs."""
+    net = nd.MLP(3, 1, depth=depth, activation="relu", key=0)
+    X = sphere(16, 3, seed=29)  # 4 cross entries 1 ulp below the norms
+    for name, X2 in _second_inputs(X).items():
+        nngp, ntk = nd.limiting_kernels(net, X, X2, quadrature=quadrature)
+        i, j = _diagonal_pairs(X, X2)
+        assert i.size >= 5, name
+        np.testing.assert_allclose(ntk[i, j], (depth + 1) / 2**depth, rtol=rtol, atol=0, err_msg=name)
+        np.testing.assert_allclose(nngp[i, j], 1 / 2**depth, rtol=rtol, atol=0, err_msg=name)
+        if name != "rows":  # the same inputs twice: exactly symmetric, whichever way passed
+            for K, K_none in zip((nngp, ntk), nd.limiting_kernels(net, X, quadrature=quadrature)):
+                assert np.array_equal(K, K.T) and np.array_equal(K, K_none), name
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("quadrature, rtol", RELU_DIAGONAL_RULES)
+def test_jacot_relu_limit_is_exact_on_the_diagonal(depth, quadrature, rtol):
+    """Jacot relu, beta = 0.1, unit inputs in R^d: S_1 = T_1 = 1/d + beta^2,
+    S_{l+1} = S_l/2 + beta^2, T_{l+1} = T_l/2 + S_{l+1}; NNGP = S_{H+1}, NTK = T_{H+1}
+    (exact rationals of the float beta^2)."""
+    net = nd.JacotMLP(3, 1, depth=depth, activation="relu", beta=0.1, key=0)
+    beta2 = Fraction(net.beta**2)
+    s = t = Fraction(1, 3) + beta2
+    for _ in range(depth):
+        s = s / 2 + beta2
+        t = t / 2 + s
+    X = sphere(16, 3, seed=29)
+    for name, X2 in _second_inputs(X).items():
+        nngp, ntk = nd.limiting_kernels(net, X, X2, quadrature=quadrature)
+        i, j = _diagonal_pairs(X, X2)
+        np.testing.assert_allclose(nngp[i, j], float(s), rtol=rtol, atol=0, err_msg=name)
+        np.testing.assert_allclose(ntk[i, j], float(t), rtol=rtol, atol=0, err_msg=name)
+
+
+def _arccos_relu(s11, s12, s22):
+    """The arc-cosine kernels of degrees 1 and 0 as written by Cho & Saul, theta = arccos(rho)."""
+    norm = np.sqrt(s11 * s22)
+    rho = np.clip(s12 / norm, -1.0, 1.0)
+    theta = np.arccos(rho)
+    return (norm / (2 * np.pi) * (np.sqrt(1 - rho**2) + (np.pi - theta) * rho),
+            (np.pi - theta) / (2 * np.pi))
+
+
+def _arccos_huang_yau(X1, X2, depth):
+    """The Huang-Yau relu recursion (sw = sa = 1) with the arccos formula, from X1 X2^T."""
+    G = X1 @ X2.T
+    S, d1, d2, T = G, np.sum(X1**2, axis=1), np.sum(X2**2, axis=1), G
+    for layer in range(1, depth + 1):
+        L, D = _arccos_relu(d1[:, None], S, d2[None, :])
+        if layer < depth:
+            S, d1, d2, T = L, d1 / 2, d2 / 2, L + D * T
+    return L, L + D * T
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_relu_limit_off_the_diagonal_is_unchanged(depth):
+    """Away from |rho| = 1 the stable angle arctan2(sqrt(det), s12) gives arccos's values
+    (to rounding, relative to the scale of the kernel), and the diagonal is exact."""
+    net = nd.MLP(3, 1, depth=depth, activation="relu", key=0)
+    X = sphere(16, 3, seed=29)
+    for X2 in (None, sphere(6, 3, seed=41)):
+        Y = X if X2 is None else X2
+        nngp, ntk = nd.limiting_kernels(net, X, X2)
+        old_nngp, old_ntk = _arccos_huang_yau(X, Y, depth)
+        apart = np.abs(X @ Y.T) < 0.99
+        if X2 is None:
+            np.fill_diagonal(apart, False)
+        assert apart.sum() >= 0.75 * apart.size
+        for K, K_old, scale in ((nngp, old_nngp, 1 / 2**depth), (ntk, old_ntk, (depth + 1) / 2**depth)):
+            assert np.max(np.abs(K - K_old)[apart]) <= 2e-15 * scale
+            if X2 is None:
+                np.testing.assert_allclose(np.diag(K), scale, rtol=1e-15, atol=0)
+
+
+def _relu_by_angle(s1, s2, theta):
+    """(E[relu relu], E[relu' relu'], the next angle) from the variances and the angle,
+    accurate for small angles: 1 - cos and sin - theta cos by their series."""
+    odd = (theta**3 / 3 - theta**5 / 30 + theta**7 / 840 if theta < 1e-3
+           else math.sin(theta) - theta * math.cos(theta))
+    gap = (2 * math.pi * math.sin(theta / 2)**2 - odd) / math.pi  # 1 - (sin + (pi - theta) cos)/pi
+    value = math.sqrt(s1 * s2) * (1 - gap) / 2
+    return value, (math.pi - theta) / (2 * math.pi), 2 * math.asin(math.sqrt(gap / 2))
+
+
+def _huang_yau_by_angle(x, y, depth):
+    """The relu recursion (sw = sa = 1) on the variances and the angle of two inputs,
+    the angle from the vectors (atan2 of |x cross y| and x.y): no 1 - rho anywhere."""
+    cross = np.cross(x, y)
+    s1, s2, theta = float(x @ x), float(y @ y), math.atan2(math.sqrt(cross @ cross), x @ y)
+    T = float(x @ y)
+    for layer in range(1, depth + 1):
+        L, D, angle = _relu_by_angle(s1, s2, theta)
+        if layer < depth:
+            s1, s2, theta, T = s1 / 2, s2 / 2, angle, L + D * T
+    return L, L + D * T
+
+
+def test_relu_expectations_at_nearly_parallel_covariances():
+    """Angles ~1e-6 with exactly known values: (1, 1, 1 + t^2) has tan(theta) = t, and
+    (1, 1 - 2^-41, 1) has theta = 2 arcsin(2^-21). arccos(s12 / norm) lost ~1e-4 of theta
+    (E[relu' relu'] off by ~1e-11); the error-free determinant keeps it to rounding."""
+    for t in (2.0**-20, 67 * 2.0**-26):
+        theta = t - t**3 / 3 + t**5 / 5  # arctan
+        exact = ((t + math.pi - theta) / (2 * math.pi), (math.pi - theta) / (2 * math.pi))
+        for quadrature, rtol in RELU_DIAGONAL_RULES:
+            got = nd.gaussian_expectations("relu", 1.0, 1.0, 1.0 + t * t, quadrature=quadrature)
+            np.testing.assert_allclose(got, exact, rtol=rtol, atol=0)
+    theta = 2 * math.asin(2.0**-21)
+    exact = ((math.sin(theta) + (math.pi - theta) * math.cos(theta)) / (2 * math.pi),
+             (math.pi - theta) / (2 * math.pi))
+    for scale in (1.0, 0.375, 6.0):  # E[relu relu] is homogeneous of degree 1, E[relu' relu'] of 0
+        for quadrature, rtol in RELU_DIAGONAL_RULES:
+            got = nd.gaussian_expectations("relu", scale, scale * (1 - 2.0**-41), scale,
+                                           quadrature=quadrature)
+            np.testing.assert_allclose(got, (scale * exact[0], exact[1]), rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_relu_limit_stays_accurate_for_nearly_parallel_inputs(depth):
+    """Inputs at angles ~1e-6 (exact Gram matrix) against the angle recursion. Each layer
+    rounds L.c to 1e-16, which moves the next angle by ~1e-16 / theta: a few 1e-13 at
+    depth >= 2; arccos, fed 1 - rho to 1e-16 as well, was ~1e-10 off at every layer."""
+    net = nd.MLP(3, 1, depth=depth, activation="relu", key=0)
+    for t in (2.0**-20, 67 * 2.0**-26):
+        X = np.array([[1.0, 0.0, 0.0], [1.0, t, 0.0], [1.0, -t, 0.0], [0.6, 0.8, 0.0]])
+        nngp, ntk = nd.limiting_kernels(net, X)
+        rtol = 1e-15 if depth == 1 else 1e-11
+        for i, j in ((0, 1), (0, 2), (1, 2), (0, 3), (2, 3)):
+            exact = _huang_yau_by_angle(X[i], X[j], depth)
+            np.testing.assert_allclose([nngp[i, j], ntk[i, j]], exact, rtol=rtol, atol=0,
+                                       err_msg=f"t={t}, pair {i, j}")
+        np.testing.assert_allclose(np.diag(ntk)[[0, 3]], (depth + 1) / 2**depth, rtol=1e-15)
 
 
 # ------------------------------------------------------------------ Monte Carlo

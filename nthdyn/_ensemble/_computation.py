@@ -77,10 +77,6 @@ class AbstractComputation(eqx.Module):
     def work_factor(self) -> int:
         return WORK_FACTOR
 
-    def shared_data(self) -> bool:
-        """Whether the data variables (`X`, `y`, `X_test`) belong in the result."""
-        return False
-
 
 MEMBER_ERROR = next(code for code, name in RETCODES.items() if name == "member_error")
 LOST = next(code for code, name in RETCODES.items() if name == "lost")
@@ -215,9 +211,6 @@ class SolveMembers(AbstractComputation):
 
     def config(self):
         return {"computation": "solve", **_solver_config(self.solver, self.options)}
-
-    def shared_data(self):
-        return True
 
 
 class OutputFunction(AbstractComputation):

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import xarray as xr
 
-from .._io import attributes
+from .._io import attributes, coordinate
 from .._problems import remake
 from ._computation import (
     LOST,
@@ -168,13 +168,14 @@ def point_dataset(ensemble: EnsembleProblem, index: int, blocks: list[Block]) ->
     else:
         ds = template
     if seeded:
-        ds = ds.assign_coords(seed=("seed", np.asarray(ensemble.seeds, dtype=np.int64)))
+        ds = ds.assign_coords(seed=coordinate("seed", np.asarray(ensemble.seeds, dtype=np.int64)))
     codes = [code for block in blocks for code in block.codes]
     messages = np.array([text for block in blocks for text in block.messages], dtype=object)
     ds["retcode"] = (member_dims, np.asarray(codes if seeded else codes[0], dtype=np.int32),
                      attributes("retcode", long_name="status of the ensemble member"))
     ds["message"] = (member_dims, messages if seeded else messages[0], attributes("message"))
-    return ds.assign_coords(ensemble.point_labels(index))
+    return ds.assign_coords({name: ((), label, coordinate(name, label)[2])
+                             for name, label in ensemble.point_labels(index).items()})
 
 
 def lost_point(ensemble: EnsembleProblem, index: int, text: str) -> xr.Dataset:

@@ -46,6 +46,7 @@ import numpy as np
 import xarray as xr
 
 from .._io import coordinate, data_variables, provenance, read_netcdf, write_netcdf
+from .._io._provenance import CONVENTIONS, REFERENCES
 from .._solve import RETCODES, SolverError, solve
 from ._computation import LOST as LOST_CODE, AbstractComputation, computation_for
 from ._executor import AbstractExecutor, InProcess, LostItem
@@ -173,6 +174,9 @@ def _drive(ensemble: EnsembleProblem, computation: AbstractComputation, config: 
             else:
                 seconds = result.attrs.pop("compute_seconds", float("nan"))
                 if sweep is not None:
+                    result.attrs.update(Conventions=CONVENTIONS, references=REFERENCES,
+                                        title=f"point {index} of an nthdyn sweep "
+                                              f"(coordinates {ensemble.point_labels(index)})")
                     sweep.write_point(index, result)
                     codes = np.atleast_1d(result["retcode"].values)
                     sweep.log(event="point", index=index, coords=ensemble.point_labels(index),
@@ -224,8 +228,11 @@ def combine(ensemble: EnsembleProblem, computation: AbstractComputation, config:
     ds["message"] = ds["message"].astype(str)
     for name in ensemble.dims:
         ds[name].attrs = coordinate(name, ds[name].values)[2]
-    if computation.shared_data() and not {"data", "test"} & set(ensemble.axes):
-        ds = ds.assign(data_variables(ensemble.problem))
+    if not {"data", "test"} & set(ensemble.axes):  # the data, once (not per member)
+        ds = ds.assign({name: value for name, value in data_variables(ensemble.problem).items()
+                        if name not in ds.variables and all(
+                            ds.sizes.get(dim, size) == size
+                            for dim, size in zip(value[0], np.shape(value[1])))})
     ds.attrs = provenance(title or f"nthdyn ensemble of {type(ensemble.problem).__name__}",
                           config)
     ds.attrs["master_seed"] = ensemble.master_seed

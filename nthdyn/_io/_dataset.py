@@ -26,7 +26,8 @@ def solution_variables(solution: Solution, lead: tuple[str, ...] = ()) -> dict[s
     labels = solution.problem.labels()
     data_vars = {name: variable(name, value, lead=lead, **labels.get(name, {}))
                  for name in _SOLVED if (value := getattr(solution, name)) is not None}
-    data_vars["retcode"] = (lead, solution.retcode, attributes("retcode"))
+    data_vars["retcode"] = (lead, np.asarray(solution.retcode, dtype=np.int32),
+                            attributes("retcode"))
     for name, value in solution.stats.items():
         data_vars[name] = (lead, np.asarray(value, dtype=np.int64), attributes(name))
     return data_vars

@@ -42,6 +42,11 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
             break
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_parts(path)
+    ds = ds.copy(deep=False)
+    for name, variable in ds.variables.items():
+        if variable.dtype.kind in "OU" and "dtype" not in variable.encoding:
+            # CF 1.8 has no variable-length strings: write text as a char array
+            ds[name].encoding = {**variable.encoding, "dtype": "S1"}
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part",
                                          dir=path.parent)
     os.close(handle)

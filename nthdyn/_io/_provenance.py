@@ -24,6 +24,15 @@ _DEPENDENCIES = ("nthdyn", "jax", "jaxlib", "equinox", "diffrax", "numpy", "scip
                  "xarray", "netCDF4")
 
 
+#: The CF conventions the files follow (checked by cfchecks in the tests).
+CONVENTIONS = "CF-1.8"
+#: The papers whose equations the variables cite (global `references` attribute).
+REFERENCES = (
+    "Huang & Yau, Dynamics of Deep Neural Networks and Neural Tangent Hierarchy, ICML 2020 "
+    "(arXiv:1909.08156); Jacot, Gabriel & Hongler, Neural Tangent Kernel: Convergence and "
+    "Generalization in Neural Networks, NeurIPS 2018 (arXiv:1806.07572)")
+
+
 def versions() -> dict[str, str]:
     """Versions of Python, nthdyn and its main dependencies."""
     return dict(_versions())
@@ -56,7 +65,8 @@ def provenance(title: str, config: dict[str, Any]) -> dict[str, str | int]:
     command = " ".join(shlex.quote(arg) for arg in sys.argv) or "python"
     found = versions()
     return {
-        "Conventions": "CF-1.10",
+        "Conventions": CONVENTIONS,
+        "references": REFERENCES,
         "title": title,
         "source": f"nthdyn {found['nthdyn']}",
         "history": f"{now}: created by nthdyn ({command})",

@@ -27,28 +27,32 @@ from .._checks import positive_int
 _SPLIT = 134217729.0  # 2^27 + 1: Veltkamp's splitting of a float64 into two 26-bit halves
 
 
-def _two_product(a, b):
-    """`(p, e)` with `p = fl(a b)` and `a b = p + e` exactly (Dekker), for |a|, |b| < 1e290."""
-    p = a * b
-    t = _SPLIT * a
-    ah = t - (t - a)
-    al = a - ah
-    t = _SPLIT * b
-    bh = t - (t - b)
-    bl = b - bh
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+def _split(a):
+    """`(high, low)` with `a = high + low` exactly, each of at most 26 bits (Veltkamp)."""
+    high = _SPLIT * a
+    high -= high - a
+    return high, a - high
 
 
 def _determinant(s11, s12, s22):
-    """`max(s11 s22 - s12^2, 0)` to a few ulps of itself, not of `s11 s22`: the
-    products are error-free, so nearly degenerate covariances keep their small
-    determinant (and the angle below its digits), and `s12^2 >= s11 s22` (e.g.
-    `s12 = s11 = s22`) gives exactly 0."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        p, e = _two_product(s11, s22)
-        q, f = _two_product(s12, s12)
-        det = (p - q) + (e - f)  # p - q is exact where it cancels (Sterbenz)
-    det = np.where(np.isfinite(det), det, s11 * s22 - s12**2)  # huge entries: plain products
+    """`max(s11 s22 - s12^2, 0)` to a few ulps of itself, not of `s11 s22`.
+
+    Where the difference cancels (`s12^2 > s11 s22 / 2`) the products are taken
+    error-free (Dekker: `x y = p + e` exactly), so nearly degenerate covariances keep
+    their small determinant (and the angle of nearly parallel inputs its digits), and
+    `s12^2 >= s11 s22` (e.g. `s12 = s11 = s22`) gives exactly 0."""
+    p, q = s11 * s22, s12 * s12
+    det = p - q
+    close = np.nonzero(det < 0.5 * p)  # elsewhere det keeps all but a few ulps
+    p, q, a, b, c = p[close], q[close], s11[close], s22[close], s12[close]
+    with np.errstate(invalid="ignore", over="ignore"):  # |entries| > 1e290: plain products
+        ah, al = _split(a)
+        bh, bl = _split(b)
+        ch, cl = _split(c)
+        e = ((ah * bh - p) + ah * bl + al * bh) + al * bl  # s11 s22 = p + e
+        f = ((ch * ch - q) + 2.0 * ch * cl) + cl * cl  # s12^2 = q + f
+        exact = (p - q) + (e - f)  # p - q is exact for p/2 <= q <= 2p (Sterbenz)
+    det[close] = np.where(np.isfinite(exact), exact, p - q)
     return np.maximum(det, 0.0)
 
 

@@ -46,9 +46,17 @@ class Pairs(NamedTuple):
         return Pairs(fn(self.c), fn(self.d1), fn(self.d2))
 
 
-def _mirror(a: np.ndarray) -> np.ndarray:
-    """The symmetric matrix with the upper triangle of `a` (bitwise symmetric)."""
-    return np.triu(a) + np.triu(a, 1).T
+def _mirror(a: np.ndarray, block: int = 512) -> np.ndarray:
+    """Copy the upper triangle of the square `a` onto its lower one, in place (by blocks:
+    no temporary of the full size); `a` is then bitwise symmetric."""
+    n = a.shape[0]
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        a[start:stop, :start] = a[:start, start:stop].T
+        diagonal = a[start:stop, start:stop]
+        lower = np.tril_indices(stop - start, -1)
+        diagonal[lower] = diagonal.T[lower]
+    return a
 
 
 def _symmetric(S: Pairs) -> bool:
@@ -73,12 +81,12 @@ def expect(activation, S: Pairs, quadrature):
                                                      quadrature=quadrature)
     which = np.ravel(which)
     first, second = which[: S.d1.size], which[S.d1.size:]
-    equal = (S.c == S.d1[:, None]) & (S.d1[:, None] == S.d2[None, :])
-    if np.any(equal):
-        value = np.where(equal, diagonal[first][:, None], value)
-        slope = np.where(equal, diagonal_slope[first][:, None], slope)
+    value, slope = np.array(value), np.array(slope)  # own, writable copies
     if _symmetric(S):
-        value, slope = _mirror(value), _mirror(slope)
+        _mirror(value)
+        _mirror(slope)
+    i, j = np.nonzero((S.c == S.d1[:, None]) & (S.d1[:, None] == S.d2[None, :]))
+    value[i, j], slope[i, j] = diagonal[first[i]], diagonal_slope[first[i]]
     return Pairs(value, diagonal[first], diagonal[second]), slope
 
 
@@ -89,16 +97,17 @@ def _inner_products(X1: np.ndarray, X2: np.ndarray | None) -> Pairs:
     kernel amplifies to ~1e-8), and `X2 = None` (or `X2` equal to `X1`) gives an
     exactly symmetric matrix."""
     same = X2 is None or (X2.shape == X1.shape and np.array_equal(X1, X2))
-    X2 = X1 if X2 is None else X2
-    c = X1 @ X2.T
-    rows, which = np.unique(np.concatenate([X1, X2]) + 0.0, axis=0, return_inverse=True)
+    both = X1 if same else np.concatenate([X1, X2])
+    rows, which = np.unique(both + 0.0, axis=0, return_inverse=True)  # + 0.0: -0.0 is 0.0
     which = np.ravel(which)
+    first, second = (which, which) if same else (which[: len(X1)], which[len(X1):])
     norms = np.sum(rows**2, axis=1)
-    first, second = which[: len(X1)], which[len(X1):]
-    if len(rows) < len(X1) + len(X2):  # some inputs repeat
-        c = np.where(first[:, None] == second[None, :], norms[first][:, None], c)
-    if same:
-        c = _mirror(c)
+    c = _mirror(X1 @ X1.T) if same else X1 @ X2.T
+    if same and len(rows) == len(X1):  # distinct inputs: only the diagonal
+        np.fill_diagonal(c, norms[first])
+    elif len(rows) < len(both):  # some inputs repeat
+        i, j = np.nonzero(first[:, None] == second[None, :])
+        c[i, j] = norms[first[i]]
     return Pairs(c, norms[first], norms[second])
 
 
