@@ -8,6 +8,7 @@ An activation that is not smooth (relu) only has the NTK K2.
 from __future__ import annotations
 
 import abc
+import math
 from typing import ClassVar
 
 import equinox as eqx
@@ -69,10 +70,12 @@ class Softplus(AbstractActivation):
     sharpness: float = eqx.field(static=True, default=1.0)
 
     def __check_init__(self):
-        if not (isinstance(self.sharpness, (int, float)) and self.sharpness > 0):
+        if not (isinstance(self.sharpness, (int, float)) and 0 < self.sharpness < math.inf):
             raise ValueError(
                 f"Softplus(sharpness={self.sharpness!r}): the sharpness must be a "
-                "positive number, e.g. Softplus(sharpness=4.0)."
+                "positive number, e.g. Softplus(sharpness=4.0)"
+                + ("; an infinite sharpness is relu: use nthdyn.Relu()."
+                   if self.sharpness == math.inf else ".")
             )
 
     def __call__(self, x):

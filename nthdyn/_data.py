@@ -93,7 +93,9 @@ class TrainingSet(eqx.Module):
                 f"per input, shape ({X.shape[0]},)."
             )
         if not bool(jnp.all(jnp.isfinite(y))):
-            raise ValueError(f"y has a non-finite label at index {int(jnp.argmin(jnp.isfinite(y)))}.")
+            index = int(jnp.argmin(jnp.isfinite(y)))
+            raise ValueError(f"y has a non-finite label ({float(y[index])}) at index {index}: "
+                             "drop or replace that point before training.")
         self.X = X
         self.y = y
 

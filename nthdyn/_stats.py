@@ -50,11 +50,15 @@ def summary(
     members) and `quantile` (with a `quantile` dimension), over the remaining
     dimensions. Failed members (NaN) are left out.
     """
-    if isinstance(da, xr.Dataset):
-        raise TypeError("summary takes a DataArray, e.g. summary(ds.f, dim='seed').")
+    if not isinstance(da, xr.DataArray):
+        raise TypeError(f"summary takes a DataArray, e.g. summary(ds.f, dim='seed'), not "
+                        f"{type(da).__name__}.")
     _check_dim(da, dim)
-    q = np.asarray(quantiles, dtype=float)
-    if q.ndim != 1 or np.any((q < 0) | (q > 1)):
+    try:
+        q = np.asarray(quantiles, dtype=float)
+    except (TypeError, ValueError):
+        q = np.full(2, np.nan)  # not numbers: the error below
+    if q.ndim != 1 or not np.all((q >= 0) & (q <= 1)):
         raise ValueError(f"quantiles={quantiles!r}: pass probabilities in [0, 1].")
     count = da.count(dim)
     std = da.std(dim, ddof=1)
@@ -145,6 +149,9 @@ def fit_power_law(
         _check_dim(da, sample_dim, "sample_dim")
         if sample_dim == dim:
             raise ValueError(f"sample_dim={sample_dim!r} must differ from dim={dim!r}.")
+        if statistic is not None and not callable(statistic):
+            raise TypeError(f"statistic={statistic!r}: pass a function (da, dim) -> DataArray, "
+                            "e.g. lambda a, d: a.median(d), or None for the mean.")
         statistic = statistic or (lambda a, d: a.mean(d))
         y = statistic(da, sample_dim)
     else:
@@ -152,10 +159,14 @@ def fit_power_law(
             raise ValueError("statistic=... is used with interval='bootstrap' only; reduce "
                              "da yourself for interval='t'.")
         y = da
-    x = np.asarray(da[dim].values, dtype=float)
+    try:
+        x = np.asarray(da[dim].values, dtype=float)
+    except (TypeError, ValueError):
+        x = np.full(da.sizes[dim], np.nan)  # labels that are not numbers: the error below
     if np.any(~np.isfinite(x)) or np.any(x <= 0):
-        raise ValueError(f"the coordinate {dim!r} has values {x.tolist()}: a power law "
-                         "needs positive x.")
+        raise ValueError(f"the coordinate {dim!r} has values {da[dim].values.tolist()}: a "
+                         "power law needs positive numbers as x; give the dimension a "
+                         f"numeric coordinate, e.g. da.assign_coords({dim}=[...]).")
     values = np.asarray(y.values, dtype=float)
     if np.any(values[np.isfinite(values)] <= 0):
         raise ValueError(
@@ -252,6 +263,9 @@ def compare_exponents(
         raise TypeError("fit: pass the Dataset returned by fit_power_law.")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
         raise ValueError(f"tolerance={tolerance!r}: pass a number >= 0.")
+    if dim is not None and dim not in fit["exponent"].dims:
+        raise ValueError(f"dim={dim!r} is not a dimension of the fit; its dimensions are "
+                         f"{list(fit['exponent'].dims)}.")
     if isinstance(theory, Mapping):
         dims = [dim] if dim is not None else list(fit["exponent"].dims)
         if len(dims) != 1:
@@ -263,8 +277,18 @@ def compare_exponents(
             raise ValueError(f"theory has no exponent for {dims[0]} = {missing}.")
         theory = xr.DataArray([theory[label] for label in labels], dims=dims,
                               coords={dims[0]: fit[dims[0]]})
-    elif not isinstance(theory, xr.DataArray):
-        theory = xr.DataArray(float(theory))
+    elif isinstance(theory, xr.DataArray):
+        extra = sorted(set(theory.dims) - set(fit["exponent"].dims))
+        if extra:
+            raise ValueError(f"theory has dimensions {extra} that the fit lacks (its dimensions "
+                             f"are {list(fit['exponent'].dims)}): label theory with the fit's "
+                             "dimensions.")
+    else:
+        try:
+            theory = xr.DataArray(float(theory))
+        except (TypeError, ValueError):
+            raise TypeError(f"theory={theory!r}: pass the theoretical exponent as a number "
+                            "(e.g. -0.5), a dict {label: exponent} or a DataArray.") from None
     k, theory = xr.broadcast(fit["exponent"], theory)
     table = xr.Dataset({
         "exponent": k,

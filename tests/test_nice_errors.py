@@ -1,9 +1,11 @@
 """Bad inputs fail early with an exception that names the argument and its value
 and says what to pass instead."""
 
+import diffrax
 import jax
 import numpy as np
 import pytest
+import xarray as xr
 
 import nthdyn as nd
 import nthdyn._problems._flow
@@ -249,3 +251,494 @@ def test_interpolating_gradient_descent_between_steps(net):
         sol.evaluate(1.0, "loss")
     with pytest.raises(ValueError, match=r"no 'f_test' \(pass test= to the problem\)"):
         sol.evaluate(1.0, "f_test")
+
+
+# -- every public entry point, as a careful new user would misuse it ------------
+#
+# One row per bad input: the call, the exception type, and a regex that checks the
+# argument's name, its value and the advice. Every row fails before any compilation.
+
+NAN = float("nan")
+
+
+def _tiny(in_size=3, **kwargs):
+    return nd.MLP(in_size, 4, key=0, **kwargs)
+
+
+def _function_kernel(X1, X2):
+    return X1 @ X2.T
+
+
+@pytest.fixture(scope="module")
+def descent(net):
+    return nd.GradientDescentProblem(net, (X, Y), steps=3, learning_rate=0.1)
+
+
+@pytest.fixture(scope="module")
+def nth(net):
+    return nd.NTHProblem(net, (X, Y), 2, (0.0, 1.0))
+
+
+@pytest.fixture(scope="module")
+def regression(net):
+    return nd.KernelRegressionProblem(nd.FiniteNTK(net), (X, Y), (0.0, 1.0))
+
+
+@pytest.fixture(scope="module")
+def ensemble(problem):
+    return nd.EnsembleProblem(problem, seeds=range(2))
+
+
+@pytest.fixture(scope="module")
+def objects(net, problem, descent, nth, regression, ensemble):
+    return dict(net=net, flow=problem, descent=descent, nth=nth, regression=regression,
+                ensemble=ensemble)
+
+
+def _check(call, error, message, objects):
+    with pytest.raises(error, match=message):
+        call(objects)
+
+
+NETWORKS = [
+    pytest.param(lambda o: nd.MLP(0, 8, key=0), ValueError,
+                 r"in_size=0: must be an integer >= 1", id="MLP-in_size-0"),
+    pytest.param(lambda o: nd.MLP(3, 8, sw="1", key=0), TypeError,
+                 r"sw='1': must be a positive number", id="MLP-sw-string"),
+    pytest.param(lambda o: nd.MLP(3, 8, key=-1), ValueError,
+                 r"key=-1: an integer seed must be >= 0", id="MLP-key-negative"),
+    pytest.param(lambda o: nd.MLP(3, 8, activation=jax.numpy.tanh, key=0), ValueError,
+                 r"activation=.*tanh.* is not known\. Use one of \[.*'tanh'\] or an instance "
+                 r"such as nthdyn\.Softplus", id="MLP-activation-function"),
+    pytest.param(lambda o: nd.MLP(3, 8, frozen=(-1,), key=0), ValueError,
+                 r"frozen=\(-1,\): pass a tuple of linear-map indices in 0\.\.1 .*e\.g\. "
+                 r"frozen=\(1,\)", id="MLP-frozen-negative"),
+    pytest.param(lambda o: nd.Softplus(sharpness=float("inf")), ValueError,
+                 r"Softplus\(sharpness=inf\): the sharpness must be a positive number.*"
+                 r"infinite sharpness is relu: use nthdyn\.Relu\(\)", id="Softplus-inf"),
+    pytest.param(lambda o: nd.JacotMLP(3, 8, beta=-1, key=0), ValueError,
+                 r"beta=-1\.0: must be a finite number >= 0", id="JacotMLP-beta-negative"),
+    pytest.param(lambda o: nd.MLP.from_weights([np.ones((0, 3))], np.ones(0)), ValueError,
+                 r"weights\[0\] has shape \(0, 3\): a layer needs at least one unit and one "
+                 r"input", id="MLP.from_weights-empty-layer"),
+    pytest.param(lambda o: nd.MLP.from_weights([np.full((4, 3), "a")], np.ones(4)), TypeError,
+                 r"weights\[0\] has dtype <U1: pass real numbers", id="MLP.from_weights-strings"),
+    pytest.param(lambda o: nd.JacotMLP.from_weights([np.ones((4, 3))], [np.ones(4)]),
+                 ValueError, r"weights has 1 matrix: pass at least two, the hidden layers and "
+                             r"then the output layer \(1, m\)", id="JacotMLP.from_weights-one"),
+    pytest.param(lambda o: nd.JacotMLP.from_weights([np.ones((4, 3)), np.ones((2, 4))],
+                                                    [np.ones(4), np.ones(2)]),
+                 ValueError, r"weights\[1\] has shape \(2, 4\); expected \(1, 4\)",
+                 id="JacotMLP.from_weights-output-layer"),
+    pytest.param(lambda o: nd.JacotMLP.from_weights([np.ones((4, 3)), np.ones((1, 4))],
+                                                    [np.ones(3), np.ones(1)]),
+                 ValueError, r"biases\[0\] has shape \(3,\); expected \(4\)",
+                 id="JacotMLP.from_weights-bias"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", NETWORKS)
+def test_networks(call, error, message, objects):
+    _check(call, error, message, objects)
+
+
+DATA = [
+    pytest.param(lambda o: nd.TrainingSet(X, [0.1, NAN, 0.3, 0.4]), ValueError,
+                 r"y has a non-finite label \(nan\) at index 1: drop or replace that point",
+                 id="TrainingSet-y-nan"),
+    pytest.param(lambda o: nd.TrainingSet(X * 1j, Y), TypeError,
+                 r"X has dtype complex128: pass real numbers", id="TrainingSet-X-complex"),
+    pytest.param(lambda o: nd.TrainingSet(X, ["a"] * 4), TypeError,
+                 r"y has dtype <U1: pass real numbers", id="TrainingSet-y-strings"),
+    pytest.param(lambda o: nd.sphere_data(0, 3, key=0), ValueError,
+                 r"n=0: must be an integer >= 1", id="sphere_data-n-0"),
+    pytest.param(lambda o: nd.sphere_data(4, 3, key=0, labels=lambda x: x), ValueError,
+                 r"y has shape \(4, 3\) but X has 4 rows: pass one label per input, "
+                 r"shape \(4,\)", id="sphere_data-labels-function-shape"),
+    pytest.param(lambda o: nd.circle_data(4, spacing="uniform"), ValueError,
+                 r"spacing='uniform': use 'even' or 'random'", id="circle_data-spacing"),
+    pytest.param(lambda o: nd.GradientFlowProblem(o["net"], X, (0.0, 1.0)), TypeError,
+                 r"data=ndarray: pass a TrainingSet\(X, y\), an \(X, y\) pair",
+                 id="problem-data-X-only"),
+    pytest.param(lambda o: nd.GradientFlowProblem(o["net"], [X, Y], (0.0, 1.0)), TypeError,
+                 r"data=list: pass a TrainingSet\(X, y\), an \(X, y\) pair",
+                 id="problem-data-list"),
+    pytest.param(lambda o: nd.GradientFlowProblem(o["net"], (X, Y), (0.0, 1.0), test=X * NAN),
+                 ValueError, r"test has a non-finite value \(nan\) at row 0, column 0: drop or "
+                             r"replace", id="problem-test-nan"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", DATA)
+def test_data(call, error, message, objects):
+    _check(call, error, message, objects)
+
+
+PROBLEMS = [
+    pytest.param(lambda o: nd.GradientDescentProblem(o["net"], (X, Y), 2.5, 0.1), ValueError,
+                 r"steps=2\.5: must be an integer >= 1", id="GradientDescentProblem-steps"),
+    pytest.param(lambda o: nd.GradientDescentProblem(o["net"], (X, Y), 3, "0.1"), TypeError,
+                 r"learning_rate='0\.1': must be a positive number",
+                 id="GradientDescentProblem-learning_rate-string"),
+    pytest.param(lambda o: nd.GradientFlowProblem(o["net"], (X, Y), (0.0, 1.0, 2.0)),
+                 ValueError, r"tspan=\(0\.0, 1\.0, 2\.0\): pass two numbers \(t0, t1\)",
+                 id="tspan-three-numbers"),
+    pytest.param(lambda o: nd.KernelRegressionProblem(3, (X, Y), (0.0, 1.0)), TypeError,
+                 r"kernel=3: pass nthdyn\.LimitingNTK\(net\), nthdyn\.FiniteNTK\(net\) or a "
+                 r"function kernel\(X1, X2\)", id="KernelRegressionProblem-kernel-number"),
+    pytest.param(lambda o: nd.FiniteNTK(3), TypeError,
+                 r"FiniteNTK\(network=int\): pass an nthdyn network", id="FiniteNTK-not-network"),
+    pytest.param(lambda o: nd.KernelRegressionProblem(nd.FiniteNTK(_tiny(5)), (X, Y), (0.0, 1.0)),
+                 ValueError, r"data has inputs of dimension 3 but the kernel's network takes "
+                             r"in_size=5: build the network with in_size=3",
+                 id="KernelRegressionProblem-in_size"),
+    pytest.param(lambda o: nd.KernelRegressionProblem(nd.FiniteNTK(o["net"]), (X, Y), (0.0, 1.0),
+                                                      f0=[NAN, 0.0, 0.0, 0.0]),
+                 ValueError, r"f0 has a non-finite value \(nan\) at index 0: pass finite outputs, "
+                             r"or f0=None", id="KernelRegressionProblem-f0-nan"),
+    pytest.param(lambda o: nd.remake(o["net"], width=4), TypeError,
+                 r"remake takes a problem, not MLP", id="remake-network"),
+    pytest.param(lambda o: nd.low_rank_descent(o["flow"]), TypeError,
+                 r"problem=GradientFlowProblem: pass a GradientDescentProblem",
+                 id="low_rank_descent-flow"),
+    pytest.param(lambda o: nd.LowRankGradientDescent(low_rank="yes"), TypeError,
+                 r"low_rank='yes': pass True \(factor every trained matrix\), False \(none\) or "
+                 r"None", id="LowRankGradientDescent-low_rank"),
+    pytest.param(lambda o: nd.LowRankGradientDescent(dense_network="no"), TypeError,
+                 r"dense_network='no': pass True \(return dense matrices\) or False",
+                 id="LowRankGradientDescent-dense_network"),
+    pytest.param(lambda o: nd.initial_kernels(o["flow"]), TypeError,
+                 r"problem=GradientFlowProblem: initial_kernels takes an nthdyn\.NTHProblem",
+                 id="initial_kernels-flow"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", PROBLEMS)
+def test_problems(call, error, message, objects):
+    _check(call, error, message, objects)
+
+
+def _five_point_kernels():
+    return nd.HierarchyKernels(f=np.zeros(5), K=(np.zeros((5, 5)),), f_test=None, K_test=None)
+
+
+SOLVE = [
+    pytest.param(lambda o: nd.solve(o["flow"], rtol=0.0), ValueError,
+                 r"rtol=0\.0: must be a finite number > 0", id="rtol-0"),
+    pytest.param(lambda o: nd.solve(o["flow"], atol=NAN), ValueError,
+                 r"atol=nan: must be a finite number > 0", id="atol-nan"),
+    pytest.param(lambda o: nd.solve(o["flow"], max_steps=1e3), ValueError,
+                 r"max_steps=1000\.0: must be an integer >= 1", id="max_steps-float"),
+    pytest.param(lambda o: nd.solve(o["flow"], dt0=-0.1), ValueError,
+                 r"dt0=-0\.1: must be a finite number > 0", id="dt0-negative"),
+    pytest.param(lambda o: nd.solve(o["flow"], saveat=[]), ValueError,
+                 r"saveat=\[\]: pass a non-empty 1-d array of finite times", id="saveat-empty"),
+    pytest.param(lambda o: nd.solve(o["flow"], saveat="end"), ValueError,
+                 r"saveat='end': pass a 1-d array of times", id="saveat-string"),
+    pytest.param(lambda o: nd.solve(o["flow"], saveat=[[0.0, 1.0]]), ValueError,
+                 r"saveat=\[\[0\.0, 1\.0\]\]: pass a non-empty 1-d array", id="saveat-2d"),
+    pytest.param(lambda o: nd.solve(o["flow"], diffrax.Euler()), TypeError,
+                 r"solver=Euler\(\): pass an adaptive diffrax solver such as nthdyn\.Tsit5\(\)",
+                 id="flow-solver-fixed-step"),
+    pytest.param(lambda o: nd.solve(o["flow"], nd.LowRankGradientDescent()), TypeError,
+                 r"solver=LowRankGradientDescent\(.*\): pass an adaptive diffrax solver",
+                 id="flow-solver-descent-method"),
+    pytest.param(lambda o: nd.solve(o["nth"], save_ntk=True), TypeError,
+                 r"solve\(NTHProblem, \.\.\.\) got unknown options \['save_ntk'\]; the options "
+                 r"are \[.*'kernels', 'reduced', 'max_bytes'\]", id="nth-save_ntk"),
+    pytest.param(lambda o: nd.solve(o["descent"], saveat=[0, 5]), ValueError,
+                 r"saveat: times must lie in steps=\(0, 3\); got 0 \.\. 5",
+                 id="descent-saveat-past-steps"),
+    pytest.param(lambda o: nd.solve(o["nth"], kernels=_five_point_kernels()), ValueError,
+                 r"kernels=\.\.\.: they are for 5 training points; this problem has n=4",
+                 id="nth-kernels-size"),
+    pytest.param(lambda o: nd.solve(o["nth"], reduced="yes"), TypeError,
+                 r"reduced='yes': pass None \(automatic\), True \(.*\) or False",
+                 id="nth-reduced-string"),
+    pytest.param(lambda o: nd.solve(o["nth"], max_bytes="1G"), TypeError,
+                 r"max_bytes='1G': pass the largest kernel tensor to build, in bytes .*e\.g\. "
+                 r"max_bytes=2 \* 1024\*\*3", id="nth-max_bytes-string"),
+    pytest.param(lambda o: nd.solve(o["regression"], nd.Tsit5), TypeError,
+                 r"solver=Tsit5: pass an instance, e\.g\. Tsit5\(\)",
+                 id="regression-solver-class"),
+    pytest.param(lambda o: nd.solve(o["regression"], nd.GradientDescent()), TypeError,
+                 r"solver=GradientDescent\(\): pass None or nthdyn\.Eigendecomposition\(\) for "
+                 r"the closed form", id="regression-solver-descent"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", SOLVE)
+def test_solve_options(call, error, message, objects):
+    _check(call, error, message, objects)
+
+
+KERNELS = [
+    pytest.param(lambda o: nd.ntk("net", X), TypeError,
+                 r"network=str: pass an nthdyn network instance such as nthdyn\.MLP",
+                 id="ntk-not-network"),
+    pytest.param(lambda o: nd.ntk(nd.MLP, X), TypeError,
+                 r"network=MLP \(a class\): pass an nthdyn network instance",
+                 id="ntk-network-class"),
+    pytest.param(lambda o: nd.ntk(o["net"], X, np.eye(2)), ValueError,
+                 r"X2 has 2 columns but the network takes inputs of size 3", id="ntk-X2-columns"),
+    pytest.param(lambda o: nd.hierarchy_kernel("net", X, 2), TypeError,
+                 r"network=str: pass an nthdyn network instance", id="hierarchy_kernel-network"),
+    pytest.param(lambda o: nd.hierarchy_kernel(o["net"], X, 2, max_bytes=-1), ValueError,
+                 r"max_bytes=-1: pass the largest kernel tensor to build, in bytes \(a number "
+                 r"> 0\)", id="hierarchy_kernel-max_bytes-negative"),
+    pytest.param(lambda o: nd.hierarchy_kernel(o["net"], X, 2, max_bytes="2GB"), TypeError,
+                 r"max_bytes='2GB': pass the largest kernel tensor to build, in bytes",
+                 id="hierarchy_kernel-max_bytes-string"),
+    pytest.param(lambda o: nd.hierarchy_kernel(o["net"], X, 2, X_first=np.eye(2)), ValueError,
+                 r"X_first has 2 columns but the network takes inputs of size 3",
+                 id="hierarchy_kernel-X_first"),
+    pytest.param(lambda o: nd.hierarchy_contraction(nd.MLP, X, [np.ones(4)]), TypeError,
+                 r"network=MLP \(a class\): pass an nthdyn network instance",
+                 id="hierarchy_contraction-network-class"),
+    pytest.param(lambda o: nd.hierarchy_contraction(o["net"], X, np.ones(4)), TypeError,
+                 r"vectors=an array of shape \(4,\): pass a list of vectors of shape \(4,\).*"
+                 r"vectors=\[c\] for K\(3\)\[c\]", id="hierarchy_contraction-one-array"),
+    pytest.param(lambda o: nd.hierarchy_contraction(o["net"], X, None), TypeError,
+                 r"vectors=None: pass a list of vectors", id="hierarchy_contraction-None"),
+    pytest.param(lambda o: nd.hierarchy_contraction(o["net"], X, [np.full(4, NAN)]), ValueError,
+                 r"vectors\[0\] has a non-finite entry \(nan\): pass finite vectors",
+                 id="hierarchy_contraction-nan"),
+    pytest.param(lambda o: nd.hierarchy_contraction(o["net"], X, [["a"] * 4]), TypeError,
+                 r"vectors\[0\] has dtype <U1: pass real numbers",
+                 id="hierarchy_contraction-strings"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", KERNELS)
+def test_kernels(call, error, message, objects):
+    _check(call, error, message, objects)
+
+
+def _prediction():
+    return nd.GaussianPrediction(np.zeros(2), np.eye(2))
+
+
+LIMITS = [
+    pytest.param(lambda o: nd.limiting_kernels(o["net"], X, quadrature=nd.GaussHermite),
+                 TypeError, r"quadrature=<class .*GaussHermite'>: pass nthdyn\.ClosedForm\(\), "
+                            r"nthdyn\.GaussHermite\(nodes=128\)", id="limiting_kernels-class"),
+    pytest.param(lambda o: nd.limiting_kernels(o["net"], X, np.eye(2)), ValueError,
+                 r"X2 has 2 columns but the network takes inputs of size 3",
+                 id="limiting_kernels-X2"),
+    pytest.param(lambda o: nd.PolarQuadrature(angular=0), ValueError,
+                 r"PolarQuadrature\(angular\)=0: must be an integer >= 1", id="PolarQuadrature"),
+    pytest.param(lambda o: nd.gaussian_expectations("tanh", NAN, 0.0, 1.0), ValueError,
+                 r"s11 has a non-finite value \(nan\): pass finite covariance entries",
+                 id="gaussian_expectations-nan"),
+    pytest.param(lambda o: nd.gaussian_expectations("tanh", 1.0, [0.0, NAN], 1.0), ValueError,
+                 r"s12 has a non-finite value \(nan\) at index \(1,\): pass finite covariance",
+                 id="gaussian_expectations-nan-entry"),
+    pytest.param(lambda o: nd.gaussian_expectations("tanh", np.ones(3), np.zeros(2), np.ones(3)),
+                 ValueError, r"s11, s12, s22 have shapes \(3,\), \(2,\), \(3,\), which do not "
+                             r"broadcast together: pass arrays of one shape",
+                 id="gaussian_expectations-shapes"),
+    pytest.param(lambda o: nd.limiting_distribution(o["net"], (X, Y), X, -1.0), ValueError,
+                 r"t=-1\.0: the training time must be >= 0 \(math\.inf for convergence\)",
+                 id="limiting_distribution-t"),
+    pytest.param(lambda o: nd.limiting_distribution(o["net"], (X, Y), X, rcond=-1), ValueError,
+                 r"rcond=-1: pass a relative cutoff in \[0, 1\) .*e\.g\. rcond=1e-12",
+                 id="limiting_distribution-rcond"),
+    pytest.param(lambda o: nd.limiting_distribution(_tiny(5), (X, Y), X), ValueError,
+                 r"data has inputs of dimension 3 but the network takes in_size=5: build the "
+                 r"network with in_size=3", id="limiting_distribution-in_size"),
+    pytest.param(lambda o: nd.limiting_distribution("net", (X, Y), X), TypeError,
+                 r"network=str: the infinite-width recursions are known for nthdyn\.MLP "
+                 r"\(Huang-Yau\) and nthdyn\.JacotMLP", id="limiting_distribution-network"),
+    pytest.param(lambda o: _prediction().percentile(150), ValueError,
+                 r"q=150: pass a percentile strictly between 0 and 100",
+                 id="GaussianPrediction.percentile"),
+    pytest.param(lambda o: nd.estimate_kernel_limit(o["net"], X, widths=[2], seeds=[0, 0]),
+                 ValueError, r"seeds repeats \[0\]: .*pass distinct seeds, e\.g\. "
+                             r"seeds=range\(2\)", id="estimate_kernel_limit-seeds-repeated"),
+    pytest.param(lambda o: nd.estimate_kernel_limit(o["net"], X, widths=[], seeds=range(2)),
+                 ValueError, r"widths=\[\]: pass at least one width",
+                 id="estimate_kernel_limit-widths-empty"),
+    pytest.param(lambda o: nd.estimate_kernel_limit(o["net"], X, widths=[4, 0], seeds=range(2)),
+                 ValueError, r"widths\[1\]=0: must be an integer >= 1",
+                 id="estimate_kernel_limit-widths-0"),
+    pytest.param(lambda o: nd.estimate_kernel_limit(o["net"], X, widths=[2], seeds=[0, -1]),
+                 ValueError, r"seeds\[1\]=-1: must be an integer >= 0",
+                 id="estimate_kernel_limit-seeds-negative"),
+    pytest.param(lambda o: nd.estimate_kernel_limit(o["net"], X, widths=[2], seeds=range(2),
+                                                    kernel="ntk"),
+                 TypeError, r"kernel='ntk': pass a function \(network, X\) -> K\(r\)",
+                 id="estimate_kernel_limit-kernel"),
+    pytest.param(lambda o: nd.estimate_kernel_limit(o["net"], X, widths=[2], seeds=range(2),
+                                                    master_seed=-1),
+                 ValueError, r"master_seed=-1: must be an integer >= 0",
+                 id="estimate_kernel_limit-master_seed"),
+    pytest.param(lambda o: nd.estimate_kernel_limit(o["net"], X, widths=[2], seeds=range(2),
+                                                    order=1),
+                 ValueError, r"order=1: must be an integer >= 2", id="estimate_kernel_limit-order"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", LIMITS)
+def test_limits(call, error, message, objects):
+    _check(call, error, message, objects)
+
+
+def _with_output(problem):
+    return nd.EnsembleProblem(problem, seeds=range(2), output=lambda p: {"f": p.network(X)})
+
+
+ENSEMBLES = [
+    pytest.param(lambda o: nd.EnsembleProblem(o["net"], seeds=range(2)), TypeError,
+                 r"problem=MLP: pass an nthdyn problem such as GradientFlowProblem",
+                 id="EnsembleProblem-network"),
+    pytest.param(lambda o: nd.EnsembleProblem(o["flow"], seeds=[]), ValueError,
+                 r"seeds=\[\]: pass at least one seed, e\.g\. seeds=range\(16\)",
+                 id="EnsembleProblem-seeds-empty"),
+    pytest.param(lambda o: nd.EnsembleProblem(o["flow"], axes=["width"]), TypeError,
+                 r"axes=\['width'\]: pass a dict \{name: values\}", id="EnsembleProblem-axes-list"),
+    pytest.param(lambda o: nd.EnsembleProblem(o["flow"], axes={"depth": []}), ValueError,
+                 r"axes\['depth'\] is empty: pass at least one value",
+                 id="EnsembleProblem-axis-empty"),
+    pytest.param(lambda o: nd.EnsembleProblem(o["flow"], seeds=range(2), master_seed=-1),
+                 ValueError, r"master_seed=-1: must be an integer >= 0",
+                 id="EnsembleProblem-master_seed"),
+    pytest.param(lambda o: nd.EnsembleProblem(o["flow"], seeds=range(2), output=3), TypeError,
+                 r"output=3: pass a function of the member problem", id="EnsembleProblem-output"),
+    pytest.param(lambda o: nd.EnsembleProblem(o["flow"], widths=8), TypeError,
+                 r"widths=8: pass a sequence of widths, e\.g\. widths=\[8\]",
+                 id="EnsembleProblem-widths-number"),
+    pytest.param(lambda o: nd.EnsembleProblem(o["flow"], seeds=range(2), vmap="no"), TypeError,
+                 r"vmap='no': pass True \(.*\) or False", id="EnsembleProblem-vmap-string"),
+    pytest.param(lambda o: o["ensemble"].member(seed=7), ValueError,
+                 r"member\(seed=7\): pass one of the seeds \[0, 1\]", id="member-unknown-seed"),
+    pytest.param(lambda o: nd.EnsembleProblem(
+        nd.KernelRegressionProblem(_function_kernel, (X, Y), (0.0, 1.0)), seeds=range(2)),
+                 TypeError, r"seeds=\.\.\.: the network NoneType of this KernelRegressionProblem "
+                            r"cannot be re-initialised from a key.*axes=\{'network'",
+                 id="EnsembleProblem-seeds-without-network"),
+    pytest.param(lambda o: nd.solve(o["ensemble"], executor=nd.InProcess), TypeError,
+                 r"executor=<class .*InProcess'>: pass nthdyn\.InProcess\(\)",
+                 id="solve-ensemble-executor-class"),
+    pytest.param(lambda o: nd.solve(o["ensemble"], saveat=[0.0, 2.0]), ValueError,
+                 r"saveat: times must lie in tspan=\(0, 1\); got 0 \.\. 2",
+                 id="solve-ensemble-saveat"),
+    pytest.param(lambda o: nd.solve(o["ensemble"], norm=2), TypeError,
+                 r"norm=2: pass a function of a PyTree returning a scalar",
+                 id="solve-ensemble-norm"),
+    pytest.param(lambda o: nd.solve(_with_output(o["flow"]), member_progress=True), TypeError,
+                 r"member_progress=True shows .* Use progress=True for a bar over points",
+                 id="solve-ensemble-member_progress-output"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", ENSEMBLES)
+def test_ensembles(call, error, message, objects):
+    _check(call, error, message, objects)
+
+
+ERRORS = xr.DataArray([[1.0, 0.5, 0.25], [1.0, 0.4, 0.2]], dims=("seed", "width"),
+                      coords={"width": [1, 2, 4]})
+FIT = xr.Dataset({"exponent": ("seed", [-1.0, -1.1]), "exponent_low": ("seed", [-1.2, -1.3]),
+                  "exponent_high": ("seed", [-0.8, -0.9])}, coords={"seed": [0, 1]})
+
+STATISTICS = [
+    pytest.param(lambda o: nd.summary(ERRORS, dim="sample"), ValueError,
+                 r"dim='sample' is not a dimension of the data; its dimensions are "
+                 r"\['seed', 'width'\]", id="summary-dim"),
+    pytest.param(lambda o: nd.summary(ERRORS, quantiles=[5, 50, 95]), ValueError,
+                 r"quantiles=\[5, 50, 95\]: pass probabilities in \[0, 1\]",
+                 id="summary-quantiles-percent"),
+    pytest.param(lambda o: nd.summary(ERRORS, quantiles="median"), ValueError,
+                 r"quantiles='median': pass probabilities in \[0, 1\]",
+                 id="summary-quantiles-string"),
+    pytest.param(lambda o: nd.summary(np.ones(3)), TypeError,
+                 r"summary takes a DataArray, e\.g\. summary\(ds\.f, dim='seed'\), not ndarray",
+                 id="summary-ndarray"),
+    pytest.param(lambda o: nd.fit_power_law(np.ones(3)), TypeError,
+                 r"fit_power_law takes a DataArray, e\.g\. fit_power_law\(ds\.err",
+                 id="fit_power_law-ndarray"),
+    pytest.param(lambda o: nd.fit_power_law(ERRORS.assign_coords(width=["a", "b", "c"])),
+                 ValueError, r"the coordinate 'width' has values \['a', 'b', 'c'\]: a power law "
+                             r"needs positive numbers as x.*assign_coords\(width=",
+                 id="fit_power_law-string-coordinate"),
+    pytest.param(lambda o: nd.fit_power_law(ERRORS.assign_coords(width=[0, 1, 2])), ValueError,
+                 r"the coordinate 'width' has values \[0, 1, 2\]: a power law needs positive "
+                 r"numbers", id="fit_power_law-zero-coordinate"),
+    pytest.param(lambda o: nd.fit_power_law(ERRORS, interval="bootstrap", n_boot=10),
+                 ValueError, r"n_boot=10: pass an integer >= 100", id="fit_power_law-n_boot"),
+    pytest.param(lambda o: nd.fit_power_law(ERRORS, interval="bootstrap", sample_dim="width"),
+                 ValueError, r"sample_dim='width' must differ from dim='width'",
+                 id="fit_power_law-sample_dim-is-dim"),
+    pytest.param(lambda o: nd.fit_power_law(ERRORS, interval="bootstrap", statistic="median"),
+                 TypeError, r"statistic='median': pass a function \(da, dim\) -> DataArray",
+                 id="fit_power_law-statistic-string"),
+    pytest.param(lambda o: nd.fit_power_law(ERRORS, statistic=lambda a, d: a.mean(d)),
+                 ValueError, r"statistic=\.\.\. is used with interval='bootstrap' only",
+                 id="fit_power_law-statistic-with-t"),
+    pytest.param(lambda o: nd.compare_exponents(ERRORS, -1.0), TypeError,
+                 r"fit: pass the Dataset returned by fit_power_law", id="compare_exponents-fit"),
+    pytest.param(lambda o: nd.compare_exponents(FIT, -1.0, tolerance=-1), ValueError,
+                 r"tolerance=-1: pass a number >= 0", id="compare_exponents-tolerance"),
+    pytest.param(lambda o: nd.compare_exponents(FIT, "minus one"), TypeError,
+                 r"theory='minus one': pass the theoretical exponent as a number",
+                 id="compare_exponents-theory-string"),
+    pytest.param(lambda o: nd.compare_exponents(FIT, {0: -1.0, 1: -1.0}, dim="foo"), ValueError,
+                 r"dim='foo' is not a dimension of the fit; its dimensions are \['seed'\]",
+                 id="compare_exponents-dim"),
+    pytest.param(lambda o: nd.compare_exponents(FIT, xr.DataArray([1.0, 2.0], dims="foo")),
+                 ValueError, r"theory has dimensions \['foo'\] that the fit lacks .*label theory "
+                             r"with the fit's dimensions", id="compare_exponents-theory-dims"),
+    pytest.param(lambda o: nd.compare_exponents(FIT.isel(seed=0), {0: -1.0}), ValueError,
+                 r"theory as a dict needs one dimension to label; the fit has \[\]: pass dim=",
+                 id="compare_exponents-dict-for-scalar-fit"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", STATISTICS)
+def test_statistics(call, error, message, objects):
+    _check(call, error, message, objects)
+
+
+FILES_AND_EXECUTORS = [
+    pytest.param(lambda o: nd.compare(1, 2), TypeError,
+                 r"compare\(flow, nth\): flow=int; pass the Solutions of "
+                 r"nthdyn\.solve\(GradientFlowProblem", id="compare-not-solutions"),
+    pytest.param(lambda o: nd.to_dataset("solution"), TypeError,
+                 r"to_dataset takes the Solution returned by nthdyn\.solve\(problem\), not str",
+                 id="to_dataset-string"),
+    pytest.param(lambda o: nd.write_netcdf(xr.Dataset({"a": 1.0}), 5), TypeError,
+                 r"write_netcdf\(path=5\): pass a file path \(str or pathlib\.Path\)",
+                 id="write_netcdf-path-number"),
+    pytest.param(lambda o: nd.read_netcdf(5), TypeError,
+                 r"read_netcdf\(path=5\): pass a file path \(str or pathlib\.Path\)",
+                 id="read_netcdf-path-number"),
+    pytest.param(lambda o: nd.read_netcdf(xr.Dataset({"a": 1.0})), TypeError,
+                 r"read_netcdf\(path=Dataset\): pass a file path", id="read_netcdf-Dataset"),
+    pytest.param(lambda o: nd.DaskExecutor(threads_per_worker=0), ValueError,
+                 r"threads_per_worker=0: must be an integer >= 1", id="DaskExecutor-threads"),
+    pytest.param(lambda o: nd.DaskExecutor("tcp://127.0.0.1:8786", timeout="20s"), TypeError,
+                 r"timeout='20s': must be a positive number", id="DaskExecutor-timeout-string"),
+    pytest.param(lambda o: nd.DaskExecutor(8786), TypeError,
+                 r"address=8786: pass a scheduler address string such as "
+                 r"'tcp://127\.0\.0\.1:8786'", id="DaskExecutor-address-number"),
+    pytest.param(lambda o: nd.DaskExecutor(client="c"), TypeError,
+                 r"client='c': pass a dask\.distributed\.Client, or leave client=None",
+                 id="DaskExecutor-client"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", FILES_AND_EXECUTORS)
+def test_files_and_executors(call, error, message, objects):
+    _check(call, error, message, objects)
+
+
+def test_read_netcdf_of_a_folder(tmp_path):
+    with pytest.raises(IsADirectoryError, match=r"is a folder; pass a \.nc file"):
+        nd.read_netcdf(tmp_path)
+
+
+def test_solution_at_a_time_that_is_not_a_number(net):
+    sol = nd.solve(nd.GradientDescentProblem(net, (X, Y), steps=2, learning_rate=0.1))
+    with pytest.raises(TypeError, match=r"t='a': pass a time or an array of times in the saved "
+                                        r"span \[0\.0, 2\.0\]"):
+        sol("a")

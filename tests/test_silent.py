@@ -106,3 +106,16 @@ def test_nan_weights_are_nonfinite_not_max_steps(data):
     assert sol.status == "nonfinite"
     with pytest.raises(nd.SolverError, match="nonfinite: the outputs became non-finite"):
         nd.solve(nd.GradientFlowProblem(bad, data, (0.0, 1.0)))
+
+
+def test_progress_bars_count_the_span_not_a_rate(data, capfd):
+    nd.solve(nd.GradientFlowProblem(nd.MLP(3, 4, key=0), data, (0.0, 1.0)), progress=True)
+    err = capfd.readouterr().err
+    assert "100.0% of the span" in err and "elapsed" in err and "%/s" not in err
+
+
+def test_flags_must_be_booleans(data):
+    problem = nd.GradientFlowProblem(nd.MLP(3, 4, key=0), data, (0.0, 1.0))
+    for name in ("progress", "throw"):
+        with pytest.raises(TypeError, match=f"{name}='no': pass True or False"):
+            nd.solve(problem, **{name: "no"})

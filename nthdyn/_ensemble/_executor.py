@@ -105,6 +105,11 @@ class DaskExecutor(AbstractExecutor):
                 f"DaskExecutor(address={address!r}, client=...): give one of them, "
                 "not both."
             )
+        if client is not None and not all(hasattr(client, a) for a in ("submit", "scatter")):
+            raise TypeError(
+                f"client={client!r}: pass a dask.distributed.Client, or leave client=None "
+                "(with address=None a LocalCluster is started)."
+            )
         if address is not None and (not isinstance(address, str) or not address):
             raise TypeError(
                 f"address={address!r}: pass a scheduler address string such as "

@@ -194,6 +194,10 @@ class EnsembleProblem(eqx.Module):
                             "axes={'depth': [1, 2]}.")
         merged: dict[str, Any] = {}
         for name, values in (("width", widths), ("order", orders)):
+            if isinstance(values, (str, bytes)) or values is not None and not isinstance(
+                    values, Iterable):
+                raise TypeError(f"{name}s={values!r}: pass a sequence of {name}s, e.g. "
+                                f"{name}s=[{values!r}].")
             if values is not None:
                 merged[name] = values
         for name, values in dict(axes or {}).items():
@@ -225,6 +229,9 @@ class EnsembleProblem(eqx.Module):
         if output is not None and not callable(output):
             raise TypeError(f"output={output!r}: pass a function of the member problem, "
                             "e.g. output=lambda p: {'K2': nd.ntk_structured(p.network, p.data.X)}.")
+        if vmap not in (True, False):
+            raise TypeError(f"vmap={vmap!r}: pass True (batch the seeds of a point with "
+                            "jax.vmap) or False (compute members one at a time).")
         if seeds is not None:
             _check_seedable(problem)
         self.problem = problem
@@ -287,8 +294,8 @@ class EnsembleProblem(eqx.Module):
             if seed is not None:
                 raise ValueError("member(seed=...): this ensemble has no seeds.")
             return problem
-        if seed is None:
-            raise ValueError(f"member(seed=None): pass one of the seeds {list(self.seeds)}.")
+        if seed is None or seed not in self.seeds:
+            raise ValueError(f"member(seed={seed!r}): pass one of the seeds {list(self.seeds)}.")
         return with_key(problem, self.key(seed))
 
     def config(self) -> dict[str, Any]:

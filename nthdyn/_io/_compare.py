@@ -37,6 +37,11 @@ def compare(flow: Solution, nth: Solution) -> xr.Dataset:
     """
     from .._problems import GradientFlowProblem, NTHProblem
 
+    for name, solution in (("flow", flow), ("nth", nth)):
+        if not isinstance(solution, Solution):
+            raise TypeError(f"compare(flow, nth): {name}={type(solution).__name__}; pass the "
+                            "Solutions of nthdyn.solve(GradientFlowProblem(...), save_ntk=True) "
+                            "and of nthdyn.solve(NTHProblem(...)).")
     if not isinstance(flow.problem, GradientFlowProblem):
         raise TypeError("compare(flow, nth): the first solution must solve a GradientFlowProblem.")
     if not isinstance(nth.problem, NTHProblem):

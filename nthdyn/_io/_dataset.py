@@ -77,6 +77,9 @@ def to_dataset(solution: Solution, *, title: str | None = None,
     batch axes (e.g. `("seed",)`); its data variables and provenance are left
     out (an ensemble adds its own).
     """
+    if not isinstance(solution, Solution):
+        raise TypeError(f"to_dataset takes the Solution returned by nthdyn.solve(problem), "
+                        f"not {type(solution).__name__}.")
     ds = solution_dataset(solution, batch_dims=batch_dims)
     if batch_dims:
         return ds

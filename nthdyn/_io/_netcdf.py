@@ -9,6 +9,14 @@ from pathlib import Path
 import xarray as xr
 
 
+def _as_path(path, function: str) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        what = repr(path) if len(repr(path)) <= 40 else type(path).__name__
+        raise TypeError(f"{function}(path={what}): pass a file path (str or pathlib.Path), "
+                        "e.g. 'results/flow.nc'.")
+    return Path(path)
+
+
 def _remove_dead_parts(path: Path) -> None:
     """Remove the temporary files of writers of `path` that were killed (their pid,
     in the name, is no longer running); a writer that is alive keeps its own."""
@@ -33,7 +41,7 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"write_netcdf takes an xarray.Dataset (e.g. nd.to_dataset(solution)), "
                         f"not {type(ds).__name__}.")
-    path = Path(path)
+    path = _as_path(path, "write_netcdf")
     for folder in (path.parent, *path.parent.parents):
         if folder.exists():
             if not folder.is_dir():
@@ -66,7 +74,7 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
 
 def read_netcdf(path: str | os.PathLike) -> xr.Dataset:
     """Load a results file fully into memory (the file is closed afterwards)."""
-    path = Path(path)
+    path = _as_path(path, "read_netcdf")
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such results file.")
     if path.is_dir():

@@ -9,6 +9,7 @@ from ._hierarchy import (
 )
 from ._ntk import (
     layer_factors as layer_factors,
+    check_network as check_network,
     ntk as ntk,
     ntk_jacobian as ntk_jacobian,
     ntk_structured as ntk_structured,

@@ -27,18 +27,20 @@ points as in eq. (22)), every other slot over the training inputs `X`.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .._checks import positive_int
-from .._data import check_inputs
+from .._data import _float_values, check_inputs
 from .._network import AbstractLayeredNetwork, AbstractNetwork, trainable
-from ._ntk import ntk_jacobian, ntk_structured
+from ._ntk import check_network, ntk_jacobian, ntk_structured
 
 #: Default cap on the size of a full kernel tensor (bytes).
 MAX_KERNEL_BYTES = 2 * 1024**3
@@ -130,6 +132,16 @@ def _inputs(network, X, X_first):
     return X, check_inputs(X_first, "X_first", in_size=network.in_size), False
 
 
+def check_max_bytes(max_bytes: Any) -> Any:
+    """`max_bytes`, a number of bytes > 0 (`math.inf` for no cap)."""
+    number = isinstance(max_bytes, numbers.Real) and not isinstance(max_bytes, bool)
+    if not number or not max_bytes > 0:
+        raise (ValueError if number else TypeError)(
+            f"max_bytes={max_bytes!r}: pass the largest kernel tensor to build, in bytes "
+            "(a number > 0), e.g. max_bytes=2 * 1024**3 (the default, 2 GiB).")
+    return max_bytes
+
+
 def kernel_bytes(n_first: int, n: int, order: int) -> int:
     """Bytes of a float64 `K(order)` with `n_first x n^(order-1)` entries."""
     return 8 * n_first * n ** (order - 1)
@@ -164,7 +176,9 @@ def hierarchy_kernel(
     Cost: about `(3 n)^(r-2)` times one K2 (see the module docstring);
     memory `8 n1 n^(r-1)` bytes for the result.
     """
+    check_network(network)
     order = check_order(network, order)
+    max_bytes = check_max_bytes(max_bytes)
     X, X_first, symmetric = _inputs(network, X, X_first)
     size = kernel_bytes(X_first.shape[0], X.shape[0], order)
     if size > max_bytes:
@@ -192,7 +206,21 @@ def hierarchy_contraction(
     `K(r+1)[..., r] = sum_b K(r+1)(..., b) r_b` is the derivative of `K(r)` along
     `J^T r` (eq. (10)). Cost: about `3^(r-2)` times one K2.
     """
+    check_network(network)
     X, X_first, symmetric = _inputs(network, X, X_first)
+    if not isinstance(vectors, (list, tuple)) and getattr(vectors, "ndim", None) != 2:
+        what = (f"an array of shape {vectors.shape}" if hasattr(vectors, "shape")
+                else repr(vectors))
+        raise TypeError(f"vectors={what}: pass a list of vectors of shape ({X.shape[0]},), one "
+                        "per slot after the second: vectors=[c] for K(3)[c], [c3, c4] for "
+                        "K(4)[c3, c4].")
+    for j, c in enumerate(vectors):
+        if not isinstance(c, jax.core.Tracer):
+            values = _float_values(c, f"vectors[{j}]")
+            if values.size and not np.all(np.isfinite(values)):
+                raise ValueError(f"vectors[{j}] has a non-finite entry "
+                                 f"({values.ravel()[~np.isfinite(values.ravel())][0]}): "
+                                 "pass finite vectors.")
     vectors = tuple(jnp.asarray(c, X.dtype) for c in vectors)
     check_order(network, 2 + len(vectors), name="2 + len(vectors)")
     for j, c in enumerate(vectors):

@@ -23,6 +23,15 @@ from jaxtyping import Array, Float
 from .._data import check_inputs
 from .._network import AbstractLayeredNetwork, AbstractNetwork, trainable
 
+def check_network(network, name: str = "network") -> None:
+    """An error naming `name` unless `network` is an nthdyn network instance."""
+    if not isinstance(network, AbstractNetwork):
+        what = (f"{network.__name__} (a class)" if isinstance(network, type)
+                else type(network).__name__)
+        raise TypeError(f"{name}={what}: pass an nthdyn network instance such as "
+                        "nthdyn.MLP(in_size=3, width=8, key=0).")
+
+
 Factors = tuple[tuple[Float[Array, "n _"], ...], tuple[Float[Array, "n _"], ...]]
 
 
@@ -124,6 +133,7 @@ def ntk(
     Cost for the MLP families: `O((n1 + n2) m^2 H + n1 n2 m H)` time,
     `O((n1 + n2) m H)` memory (the Jacobian route: `O(n1 n2 m^2 H)`, `O(n m^2 H)`).
     """
+    check_network(network)
     X1 = check_inputs(X1, "X1", in_size=network.in_size)
     if X2 is not None:
         X2 = check_inputs(X2, "X2", in_size=network.in_size)

@@ -8,6 +8,7 @@ eq. (8)), so `f(., t)` is Gaussian at every time.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -59,6 +60,9 @@ class GaussianPrediction(NamedTuple):
         """The `q`-th percentile (`0 < q < 100`) of each output."""
         from scipy.stats import norm
 
+        if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 < q < 100:
+            raise ValueError(f"q={q!r}: pass a percentile strictly between 0 and 100, "
+                             "e.g. percentile(2.5) and percentile(97.5) for a 95% band.")
         return self.mean + norm.ppf(q / 100) * np.sqrt(np.maximum(np.diag(self.covariance), 0))
 
 
@@ -85,7 +89,20 @@ def limiting_distribution(
     dropped, as a pseudo-inverse): the kernel interpolant plus a Gaussian that
     vanishes on the training inputs.
     """
+    if not isinstance(network, AbstractLayeredNetwork):
+        raise TypeError(
+            f"network={type(network).__name__}: the infinite-width recursions are known for "
+            "nthdyn.MLP (Huang-Yau) and nthdyn.JacotMLP; pass one of those (any width)."
+        )
     data = as_training_set(data)
+    if data.d != network.in_size:
+        raise ValueError(
+            f"data has inputs of dimension {data.d} but the network takes in_size="
+            f"{network.in_size}: build the network with in_size={data.d}."
+        )
+    if isinstance(rcond, bool) or not isinstance(rcond, numbers.Real) or not 0 <= rcond < 1:
+        raise ValueError(f"rcond={rcond!r}: pass a relative cutoff in [0, 1) for the "
+                         "eigenvalues of the NTK, e.g. rcond=1e-12 (the default).")
     t = float(t)
     if not t >= 0:
         raise ValueError(f"t={t!r}: the training time must be >= 0 (math.inf for convergence).")

@@ -62,10 +62,23 @@ def estimate_kernel_limit(
                         "nthdyn.MLP(in_size=3, width=1, depth=2, key=0).")
     order = positive_int(order, "order", minimum=2)
     X = check_inputs(X, "X", in_size=network.in_size)
-    widths = [positive_int(m, "widths") for m in np.atleast_1d(np.asarray(widths)).tolist()]
-    seeds = [positive_int(s, "seeds", minimum=0) for s in np.atleast_1d(np.asarray(seeds)).tolist()]
+    widths = [positive_int(m, f"widths[{i}]")
+              for i, m in enumerate(np.atleast_1d(np.asarray(widths)).tolist())]
+    if not widths:
+        raise ValueError("widths=[]: pass at least one width, e.g. widths=[64, 256, 1024].")
+    seeds = [positive_int(s, f"seeds[{i}]", minimum=0)
+             for i, s in enumerate(np.atleast_1d(np.asarray(seeds)).tolist())]
     if len(seeds) < 2:
         raise ValueError(f"seeds={seeds!r}: a standard error needs at least 2 seeds.")
+    if len(set(seeds)) != len(seeds):
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise ValueError(f"seeds repeats {repeated}: a repeated seed draws the same network "
+                         "twice and shrinks the standard error; pass distinct seeds, e.g. "
+                         f"seeds=range({len(seeds)}).")
+    master_seed = positive_int(master_seed, "master_seed", minimum=0)
+    if kernel is not None and not callable(kernel):
+        raise TypeError(f"kernel={kernel!r}: pass a function (network, X) -> K(r) of shape "
+                        "(n,) * order, or None for the NTK / nthdyn.hierarchy_kernel.")
     keys = [jax.random.fold_in(jax.random.key(master_seed), s) for s in seeds]
     if kernel is None and order == 2:
         def kernel(net, X):  # structured for layered networks; one compilation per width

@@ -264,7 +264,21 @@ def gaussian_expectations(
     **Returns:** two float64 arrays of the broadcast shape.
     """
     activation = as_activation(activation)
-    s11, s12, s22 = np.broadcast_arrays(*(np.asarray(s, dtype=np.float64) for s in (s11, s12, s22)))
+    entries = [np.asarray(s, dtype=np.float64) for s in (s11, s12, s22)]
+    try:
+        s11, s12, s22 = np.broadcast_arrays(*entries)
+    except ValueError:
+        raise ValueError(
+            f"s11, s12, s22 have shapes {entries[0].shape}, {entries[1].shape}, "
+            f"{entries[2].shape}, which do not broadcast together: pass arrays of one shape "
+            "(or scalars)."
+        ) from None
+    for name, s in (("s11", s11), ("s12", s12), ("s22", s22)):
+        if not np.all(np.isfinite(s)):
+            i = tuple(int(k) for k in np.argwhere(~np.isfinite(s))[0])
+            where = f" at index {i}" if i else ""
+            raise ValueError(f"{name} has a non-finite value ({s[i]}){where}: pass finite "
+                             "covariance entries.")
     bad = (s11 < 0) | (s22 < 0) | (s12**2 > s11 * s22 * (1 + 1e-12) + 1e-300)
     if np.any(bad):
         i = np.argwhere(bad)[0]

@@ -287,6 +287,9 @@ def check_weight(array: Any, name: str, shape: tuple[int | None, ...]) -> Array:
     expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
     if value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
         raise ValueError(f"{name} has shape {value.shape}; expected {expected}.")
+    if value.size == 0:
+        raise ValueError(f"{name} has shape {value.shape}: a layer needs at least one unit and "
+                         "one input; pass arrays with no zero-length axis.")
     if not np.all(np.isfinite(value)):
         raise ValueError(f"{name} has non-finite entries: pass finite weights.")
     return jnp.asarray(value, dtype=jnp.result_type(float))

@@ -57,6 +57,14 @@ class LowRankGradientDescent(eqx.Module):
     low_rank: bool | None = eqx.field(static=True, default=None)
     dense_network: bool = eqx.field(static=True, default=True)
 
+    def __check_init__(self):
+        if self.low_rank not in (None, True, False):
+            raise TypeError(f"low_rank={self.low_rank!r}: pass True (factor every trained "
+                            "matrix), False (none) or None (automatic, by size).")
+        if self.dense_network not in (True, False):
+            raise TypeError(f"dense_network={self.dense_network!r}: pass True (return dense "
+                            "matrices) or False (keep LowRankMatrix factors).")
+
 
 class DenseDescent(AbstractMap):
     """`theta <- theta - eta grad L(theta)` on the dense parameters."""

@@ -83,6 +83,9 @@ def initial_kernels(problem: NTHProblem, *, order: int | None = None,
 
     Cost: that of `hierarchy_kernel` for each order `2..p`, i.e. dominated by `K(p)`:
     about `(3 n)^(p-2)` times one K2."""
+    if not isinstance(problem, NTHProblem):
+        raise TypeError(f"problem={type(problem).__name__}: initial_kernels takes an "
+                        "nthdyn.NTHProblem (the kernels K(2..p) start the hierarchy).")
     net, X = problem.network, problem.data.X
     p = problem.order if order is None else check_order(net, order)
     kernels = tuple(hierarchy_kernel(net, X, r, max_bytes=max_bytes) for r in range(2, p + 1))
@@ -221,6 +224,9 @@ class NTHProblem(AbstractProblem):
     def dynamics(self, solver, settings):
         p, y = self.order, self.data.y
         reduced = settings.extra["reduced"]
+        if reduced not in (None, True, False):
+            raise TypeError(f"reduced={reduced!r}: pass None (automatic), True (the (r, R) "
+                            "system of order 3) or False.")
         if reduced is None:
             reduced = p == 3
         if reduced and p != 3:

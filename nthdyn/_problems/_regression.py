@@ -66,6 +66,13 @@ class FiniteNTK(AbstractKernel):
 
     network: AbstractNetwork
 
+    def __check_init__(self):
+        if not isinstance(self.network, AbstractNetwork):
+            raise TypeError(
+                f"FiniteNTK(network={type(self.network).__name__}): pass an nthdyn network "
+                "such as nthdyn.MLP(in_size=3, width=8, key=0)."
+            )
+
     def __call__(self, X1, X2=None):
         return ntk_traced(self.network, X1, X2)
 
@@ -153,7 +160,9 @@ def _outputs(value: Any, name: str, size: int, hint: str) -> Array | None:
     if array.shape != (size,):
         raise ValueError(f"{name} has shape {array.shape}: pass one output per {hint}, shape ({size},).")
     if not is_traced(array) and not bool(jnp.all(jnp.isfinite(array))):
-        raise ValueError(f"{name} has a non-finite value.")
+        index = int(jnp.argmin(jnp.isfinite(array)))
+        raise ValueError(f"{name} has a non-finite value ({float(array[index])}) at index "
+                         f"{index}: pass finite outputs, or {name}=None for the kernel's own.")
     return array
 
 
@@ -261,6 +270,12 @@ class KernelRegressionProblem(AbstractProblem):
     def __init__(self, kernel, data, tspan, test=None, *, f0=None, f0_test=None):
         self.kernel = _as_kernel(kernel)
         self.data = as_training_set(data)
+        network = self.kernel.network
+        if network is not None and self.data.d != network.in_size:
+            raise ValueError(
+                f"data has inputs of dimension {self.data.d} but the kernel's network takes "
+                f"in_size={network.in_size}: build the network with in_size={self.data.d}."
+            )
         self.tspan = check_span(tspan)
         self.test = None if test is None else check_inputs(test, "test", in_size=self.data.d)
         self.f0 = _outputs(f0, "f0", self.data.n, "training input")
@@ -299,7 +314,7 @@ class KernelRegressionProblem(AbstractProblem):
                 eigen_kernel(K)  # symmetric and PSD, or a clear error
             return KernelClosedForm(K=K, K_test=K_test, y=self.data.y, f0=f0, f0_test=f0_test,
                                     t0=self.tspan[0], save_ntk=save_ntk), None
-        if not isinstance(solver, diffrax.AbstractAdaptiveSolver):
+        if not isinstance(solver, (type, diffrax.AbstractAdaptiveSolver)):
             raise TypeError(
                 f"solver={solver!r}: pass None or nthdyn.Eigendecomposition() for the closed "
                 "form, or an adaptive diffrax solver such as nthdyn.Tsit5()."

@@ -54,6 +54,18 @@ ODE_ONLY = ("rtol", "atol", "norm", "max_steps", "dt0")
 DEFAULT_SAVE_COUNT = 101
 
 
+class SpanProgressMeter(diffrax.TqdmProgressMeter):
+    """diffrax's tqdm bar, labelled as what it counts: the share of the time span (or of
+    the steps) done, with the time elapsed and left (no "%/s" rate)."""
+
+    @staticmethod
+    def _init_bar():
+        import tqdm
+
+        return tqdm.tqdm(total=100, unit="%", bar_format=(
+            "{percentage:5.1f}% of the span |{bar}| {elapsed} elapsed, {remaining} left"))
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Validated options of one solve (made on the host, once)."""
@@ -78,7 +90,7 @@ class Settings:
             step_ts=jnp.asarray(self.ts))
 
     def meter(self) -> diffrax.AbstractProgressMeter:
-        return diffrax.TqdmProgressMeter() if self.progress else diffrax.NoProgressMeter()
+        return SpanProgressMeter() if self.progress else diffrax.NoProgressMeter()
 
     def record(self, discrete: bool) -> dict[str, Any]:
         """The options as they enter provenance (JSON-ready)."""
@@ -171,10 +183,16 @@ def check_options(problem: Any, options: dict[str, Any]) -> Settings:
         norm=norm,
         max_steps=positive_int(merged["max_steps"], "max_steps"),
         dt0=dt0,
-        progress=bool(merged["progress"]),
-        throw=bool(merged["throw"]),
+        progress=_flag(merged["progress"], "progress"),
+        throw=_flag(merged["throw"], "throw"),
         extra={k: merged[k] for k in own},
     )
+
+
+def _flag(value: Any, name: str) -> bool:
+    if value not in (True, False):
+        raise TypeError(f"{name}={value!r}: pass True or False.")
+    return bool(value)
 
 
 def check_span(tspan: Any) -> tuple[float, float]:

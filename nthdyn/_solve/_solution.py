@@ -82,7 +82,11 @@ class Solution(eqx.Module):
         derivative = getattr(self, "d" + variable.replace("f", "fdt", 1))
         ts = np.asarray(self.t, dtype=float)
         values = np.asarray(values)
-        query = np.asarray(t, dtype=float)
+        try:
+            query = np.asarray(t, dtype=float)
+        except (TypeError, ValueError):
+            raise TypeError(f"t={t!r}: pass a time or an array of times in the saved span "
+                            f"[{ts[0]}, {ts[-1]}].") from None
         if not np.all(np.isfinite(query)):
             raise ValueError(f"t={t!r}: pass finite times in the saved span [{ts[0]}, {ts[-1]}].")
         if np.any(query < ts[0]) or np.any(query > ts[-1]):
