@@ -153,7 +153,10 @@ def _failures(ds: Any, names: list[str], limit: int = 5) -> list[str]:
 def _info(path: str) -> None:
     from ._io import read_netcdf
 
-    ds = read_netcdf(path)
+    try:
+        ds = read_netcdf(path)
+    except (OSError, ValueError) as error:  # missing, empty, cut short, not NetCDF
+        _fail("info", error)
     print(f"{path}: {ds.attrs.get('title', '(no title)')}")
     for key in ("source", "date_created", "command", "jax_backend"):
         if key in ds.attrs:

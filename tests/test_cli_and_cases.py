@@ -97,9 +97,16 @@ def test_cli_info(quickstart_out, capsys):
     assert "WARNING" not in printed  # computed in float64
 
 
-def test_cli_info_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such results file"):
-        main(["info", str(tmp_path / "missing.nc")])
+def test_cli_info_missing_or_broken_file(tmp_path, capsys):
+    broken = tmp_path / "broken.nc"
+    broken.write_bytes(b"CDF\x01 not really")
+    for path, reason in ((tmp_path / "missing.nc", "no such results file"),
+                         (broken, "not a readable NetCDF file")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["info", str(path)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and f"nthdyn info: " in err and reason in err
+        assert err.count("\n") == 1  # one line, no traceback
 
 
 def test_cli_unknown_case_lists_shipped_cases(tmp_path, monkeypatch):
