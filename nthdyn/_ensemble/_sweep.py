@@ -8,26 +8,15 @@ at any moment (SIGKILL included) and started again with the same command
 skips the finished points and ends with the same dataset as an uninterrupted
 run.
 
-Store layout (one folder):
-
-    sweep.json          the sweep's configuration, its SHA-256 and the list of points
-                        (written once, atomically)
-    points/p000003.nc   one NetCDF file per finished point, written to a temporary
-                        file, fsync'ed and renamed: a point file exists only once it
-                        is complete, so its existence is the record that it is done
-    log.jsonl           one line per run and per computed point (time, seconds, pid)
-    ensemble.nc         the combined result, rewritten at the end of every run
-    .lock               held (flock) by the running sweep; released by the kernel
-                        when the process dies, however it dies
-
-Why files rather than an index that lists the finished points: the atomic
-rename is the commit, so there is no window in which the index and the files
-disagree. The combined dataset is always rebuilt from the point files, so an
+The store's layout is described in `_store.py`. Why files rather than an index
+that lists the finished points: the atomic rename is the commit, so there is no
+window in which the index and the files disagree. The combined dataset is always rebuilt from the point files, so an
 interrupted-and-resumed sweep and an uninterrupted one give identical bytes of
 data.
 
 A store remembers its configuration (problem, data, axes, seeds, master seed,
-solver and options, the output function's source). Running a different
+solver and options, the output function's source, and whether JAX computed in
+float64). Running a different
 configuration against it raises `SweepConfigError` naming what changed: data
 from two configurations are never mixed. Execution settings (executor,
 `batch_size`, progress bars) are not part of the configuration.
