@@ -23,6 +23,7 @@ from .._data import check_inputs
 from .._network import AbstractLayeredNetwork
 from ._quadrature import AbstractQuadrature, gaussian_expectations
 
+
 class LimitingKernels(NamedTuple):
     """The infinite-width kernels between two sets of inputs (float64 numpy arrays).
 
