@@ -241,31 +241,33 @@ class NTHProblem(AbstractProblem):
         testing = kernels.f_test is not None
         if reduced:
             state = {"r": f0 - y, "R": jnp.zeros_like(f0)}
-            if testing:
-                state["fx"] = kernels.f_test
-            Kx2, Kx3 = kernels.K_test if testing else (None, None)
-            make = lambda s, info: ReducedHierarchy(  # noqa: E731
-                y=y, K2=K[0], K3=K[1], Kx2=Kx2, Kx3=Kx3, solver=s, info=info)
-        else:
+        else:  # empty groups are left out: diffrax's buffers must be arrays (p = 2)
             state = {"f": f0, "K": tuple(K[:-1])} if p > 2 else {"f": f0}
-            if testing:
-                state["fx"] = kernels.f_test
-                if p > 2:
-                    state["Kx"] = tuple(kernels.K_test[:-1])
-            top_test = kernels.K_test[-1] if testing else None
-            make = lambda s, info: Hierarchy(y=y, top=K[-1], top_test=top_test, solver=s, info=info)  # noqa: E731
+        if testing:
+            state["fx"] = kernels.f_test
+            if p > 2 and not reduced:
+                state["Kx"] = tuple(kernels.K_test[:-1])
         size = sum(leaf.size for leaf in jax.tree_util.tree_leaves(state))
-        if solver is None:
-            t0, t1 = self.tspan
-            if is_traced(K[0]):
-                solver = diffrax.Tsit5()
-            else:
-                stiffness = float(np.linalg.eigvalsh(np.asarray(K[0]))[-1]) * (t1 - t0) / self.data.n
-                solver = choose_solver(size, stiffness)
-        else:
-            solver = check_solver(solver, size, limit=IMPLICIT_MAX_DENSE, state="hierarchy's state",
-                                  default=diffrax.Tsit5())
-        return make(solver, (("order", p), ("reduced", int(reduced)), ("state_size", int(size)))), state
+        solver = self._solver(solver, K[0], size)
+        info = (("order", p), ("reduced", int(reduced)), ("state_size", int(size)))
+        if reduced:
+            Kx2, Kx3 = kernels.K_test if testing else (None, None)
+            return ReducedHierarchy(y=y, K2=K[0], K3=K[1], Kx2=Kx2, Kx3=Kx3, solver=solver,
+                                    info=info), state
+        top_test = kernels.K_test[-1] if testing else None
+        return Hierarchy(y=y, top=K[-1], top_test=top_test, solver=solver, info=info), state
+
+    def _solver(self, solver: Any, K2: Array, size: int) -> diffrax.AbstractSolver:
+        """The user's solver, checked; or the automatic choice from the stiffness of K2
+        (Tsit5 inside jit/vmap, where K2's values are not known on the host)."""
+        if solver is not None:
+            return check_solver(solver, size, limit=IMPLICIT_MAX_DENSE, state="hierarchy's state",
+                                default=diffrax.Tsit5())
+        if is_traced(K2):
+            return diffrax.Tsit5()
+        t0, t1 = self.tspan
+        stiffness = float(np.linalg.eigvalsh(np.asarray(K2))[-1]) * (t1 - t0) / self.data.n
+        return choose_solver(size, stiffness)
 
     def _check_kernels(self, kernels: Any) -> HierarchyKernels:
         if not isinstance(kernels, HierarchyKernels):
