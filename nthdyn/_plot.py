@@ -426,9 +426,9 @@ def figure(ds: xr.Dataset, path: str | os.PathLike = "results.nc", variable: str
 
 
 def png_path(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Where the figure of results file `path` goes: `out`, or next to the file
-    with the same stem."""
-    return Path(path).with_suffix(".png") if out is None else Path(out)
+    """Where the figure of results file `path` goes: `out`, or next to the file as
+    `STEM.plot.png` (a case's own figure, `STEM.png`, is never overwritten)."""
+    return Path(path).with_suffix(".plot.png") if out is None else Path(out)
 
 
 def plot_file(path: str | os.PathLike, out: str | os.PathLike | None = None,

@@ -110,7 +110,7 @@ def _check_png(path):
 @pytest.mark.parametrize("kind", ["solve", "ensemble", "comparison"])
 def test_plot_writes_a_png_next_to_the_file(files, kind, capsys):
     main(["plot", str(files[kind])])
-    png = files[kind].with_suffix(".png")
+    png = files[kind].with_suffix(".plot.png")
     assert capsys.readouterr().out == f"{png}\n"
     _check_png(png)
 
@@ -130,7 +130,7 @@ def test_plot_ensemble_with_failed_and_missing_members(files, tmp_path):
     ds["loss"][1, 0] = np.nan
     path = nd.write_netcdf(ds, tmp_path / "failed.nc")
     main(["plot", str(path)])
-    _check_png(path.with_suffix(".png"))
+    _check_png(path.with_suffix(".plot.png"))
 
 
 def test_plot_falls_back_to_a_float_variable(tmp_path):
@@ -139,7 +139,7 @@ def test_plot_falls_back_to_a_float_variable(tmp_path):
                     coords={"depth": [1, 2], "width": [64, 256, 1024]})
     path = nd.write_netcdf(ds, tmp_path / "scales.nc")
     main(["plot", str(path)])
-    _check_png(path.with_suffix(".png"))
+    _check_png(path.with_suffix(".plot.png"))
 
 
 def test_plot_nothing_to_plot(tmp_path, capsys):
@@ -163,7 +163,7 @@ def test_plot_missing_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("nthdyn plot: ") and str(path) in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert not path.with_suffix(".png").exists()
+    assert not path.with_suffix(".plot.png").exists()
 
 
 # --- nthdyn info ------------------------------------------------------------------------
