@@ -19,10 +19,10 @@ Labels = None | Callable[[Array], Array] | ArrayLike
 
 
 def _float_array(value: Any, name: str) -> Array:
-    return jnp.asarray(_float_values(value, name), dtype=jnp.result_type(float))
+    return jnp.asarray(float_values(value, name), dtype=jnp.result_type(float))
 
 
-def _float_values(value: Any, name: str) -> np.ndarray:
+def float_values(value: Any, name: str) -> np.ndarray:
     """`value` as a NumPy array of real numbers (on the host, also inside a trace)."""
     try:
         array = np.asarray(value)
@@ -42,7 +42,7 @@ def check_inputs(X: Any, name: str = "X", *, in_size: int | None = None) -> Arra
     (Huang & Yau, Assumption 2.2: `c < ||x|| <= 1/c`). Under `jit`/`vmap` only
     the shape can be checked."""
     traced = isinstance(X, jax.core.Tracer)
-    values = None if traced else _float_values(X, name)
+    values = None if traced else float_values(X, name)
     X = jnp.asarray(X if traced else values, dtype=jnp.result_type(float))
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(

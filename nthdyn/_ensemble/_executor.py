@@ -72,6 +72,12 @@ class InProcess(AbstractExecutor):
             yield index, function(*shared, item)
 
 
+def _is_client(value: Any) -> bool:
+    from dask.distributed import Client  # imported only when a client is given
+
+    return isinstance(value, Client)
+
+
 class DaskExecutor(AbstractExecutor):
     """Run the points on Dask distributed.
 
@@ -105,7 +111,7 @@ class DaskExecutor(AbstractExecutor):
                 f"DaskExecutor(address={address!r}, client=...): give one of them, "
                 "not both."
             )
-        if client is not None and not all(hasattr(client, a) for a in ("submit", "scatter")):
+        if client is not None and not _is_client(client):
             raise TypeError(
                 f"client={client!r}: pass a dask.distributed.Client, or leave client=None "
                 "(with address=None a LocalCluster is started)."

@@ -38,7 +38,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._checks import positive_int
-from .._data import _float_values, check_inputs
+from .._data import float_values, check_inputs
 from .._network import AbstractLayeredNetwork, AbstractNetwork, trainable
 from ._ntk import check_network, ntk_jacobian, ntk_structured
 
@@ -208,15 +208,15 @@ def hierarchy_contraction(
     """
     check_network(network)
     X, X_first, symmetric = _inputs(network, X, X_first)
-    if not isinstance(vectors, (list, tuple)) and getattr(vectors, "ndim", None) != 2:
-        what = (f"an array of shape {vectors.shape}" if hasattr(vectors, "shape")
-                else repr(vectors))
+    is_array = isinstance(vectors, (np.ndarray, jax.Array))
+    if not isinstance(vectors, (list, tuple)) and not (is_array and vectors.ndim == 2):
+        what = f"an array of shape {vectors.shape}" if is_array else repr(vectors)
         raise TypeError(f"vectors={what}: pass a list of vectors of shape ({X.shape[0]},), one "
                         "per slot after the second: vectors=[c] for K(3)[c], [c3, c4] for "
                         "K(4)[c3, c4].")
     for j, c in enumerate(vectors):
         if not isinstance(c, jax.core.Tracer):
-            values = _float_values(c, f"vectors[{j}]")
+            values = float_values(c, f"vectors[{j}]")
             if values.size and not np.all(np.isfinite(values)):
                 raise ValueError(f"vectors[{j}] has a non-finite entry "
                                  f"({values.ravel()[~np.isfinite(values.ravel())][0]}): "
