@@ -120,6 +120,17 @@ def as_training_set(data: Any) -> TrainingSet:
     return data
 
 
+def as_training_set_for(data: Any, in_size: int, whose: str = "the network") -> TrainingSet:
+    """`as_training_set(data)`, whose inputs must have `in_size` entries (the network's)."""
+    data = as_training_set(data)
+    if data.d != in_size:
+        raise ValueError(
+            f"data has inputs of dimension {data.d} but {whose} takes in_size={in_size}: "
+            f"build the network with in_size={data.d}."
+        )
+    return data
+
+
 def product_teacher(X: Float[Array, "n d"]) -> Float[Array, " n"]:
     """Jacot's regression target `f*(x) = x_1 x_2` (paper 003, Section 6)."""
     return X[:, 0] * X[:, 1]

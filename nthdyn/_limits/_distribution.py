@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._data import as_training_set, check_inputs
+from .._data import as_training_set_for, check_inputs
 from .._network import AbstractLayeredNetwork
 from ._quadrature import AbstractQuadrature
 from ._recursion import limiting_kernels
@@ -94,12 +94,7 @@ def limiting_distribution(
             f"network={type(network).__name__}: the infinite-width recursions are known for "
             "nthdyn.MLP (Huang-Yau) and nthdyn.JacotMLP; pass one of those (any width)."
         )
-    data = as_training_set(data)
-    if data.d != network.in_size:
-        raise ValueError(
-            f"data has inputs of dimension {data.d} but the network takes in_size="
-            f"{network.in_size}: build the network with in_size={data.d}."
-        )
+    data = as_training_set_for(data, network.in_size)
     if isinstance(rcond, bool) or not isinstance(rcond, numbers.Real) or not 0 <= rcond < 1:
         raise ValueError(f"rcond={rcond!r}: pass a relative cutoff in [0, 1) for the "
                          "eigenvalues of the NTK, e.g. rcond=1e-12 (the default).")

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 from jaxtyping import Array, Float
 
-from .._data import TrainingSet, as_training_set, check_inputs
+from .._data import TrainingSet, as_training_set_for, check_inputs
 from .._network import AbstractNetwork
 from .._solve import RESULTS, Settings, Solution, last_finite_time, solve, solve_problem
 
@@ -27,12 +27,7 @@ def check_common(network: Any, data: Any, test: Any):
             f"network={type(network).__name__}: pass an nthdyn network such as "
             "nthdyn.MLP(in_size=4, width=512, depth=1, key=0)."
         )
-    data = as_training_set(data)
-    if data.d != network.in_size:
-        raise ValueError(
-            f"data has inputs of dimension {data.d} but the network takes in_size="
-            f"{network.in_size}: build the network with in_size={data.d}."
-        )
+    data = as_training_set_for(data, network.in_size)
     if test is not None:
         test = check_inputs(test, "test", in_size=network.in_size)
     return network, data, test

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._data import TrainingSet, as_training_set, check_inputs
+from .._data import TrainingSet, as_training_set, as_training_set_for, check_inputs
 from .._kernels import ntk_traced
 from .._limits import AbstractQuadrature, limiting_kernels
 from .._limits._distribution import eigen_kernel
@@ -269,13 +269,9 @@ class KernelRegressionProblem(AbstractProblem):
 
     def __init__(self, kernel, data, tspan, test=None, *, f0=None, f0_test=None):
         self.kernel = _as_kernel(kernel)
-        self.data = as_training_set(data)
         network = self.kernel.network
-        if network is not None and self.data.d != network.in_size:
-            raise ValueError(
-                f"data has inputs of dimension {self.data.d} but the kernel's network takes "
-                f"in_size={network.in_size}: build the network with in_size={self.data.d}."
-            )
+        self.data = as_training_set(data) if network is None else as_training_set_for(
+            data, network.in_size, "the kernel's network")
         self.tspan = check_span(tspan)
         self.test = None if test is None else check_inputs(test, "test", in_size=self.data.d)
         self.f0 = _outputs(f0, "f0", self.data.n, "training input")
