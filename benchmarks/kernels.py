@@ -74,7 +74,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import nthdyn as nd  # noqa: E402
-from nthdyn._kernels._hierarchy import _base_for, _hierarchy_kernel  # noqa: E402
+from nthdyn._kernels import base_kernel, derived_kernel  # noqa: E402
 
 D = 8
 ACTIVATION = "tanh"
@@ -130,10 +130,10 @@ def compile_kernel(net, X, order, method):
     """`hierarchy_kernel(net, X, order, method=method)` as a compiled function of
     (parameters, X); returns it, the parameters and the compile time."""
     params, static = eqx.partition(net, eqx.is_inexact_array)
-    base = _base_for(net, method)
+    base = base_kernel(net, method)
 
     def fn(params, X):
-        return _hierarchy_kernel(eqx.combine(params, static), X, X, order, base, True)
+        return derived_kernel(eqx.combine(params, static), X, X, order, base, True)
 
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(params, X).compile()

@@ -11,6 +11,7 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)
 
 from diffrax import Dopri5 as Dopri5, Dopri8 as Dopri8, Kvaerno5 as Kvaerno5, Tsit5 as Tsit5
+from diffrax import Euler as Euler, Heun as Heun, SRA1 as SRA1  # SDE solvers (noisy flow)
 
 from ._activation import (
     AbstractActivation as AbstractActivation,
@@ -26,6 +27,7 @@ from ._case import case_parser as case_parser, run_case as run_case
 from ._data import (
     TrainingSet as TrainingSet,
     circle_data as circle_data,
+    digits_data as digits_data,
     product_teacher as product_teacher,
     sphere_data as sphere_data,
 )
@@ -72,6 +74,7 @@ from ._network import (
     JacotMLP as JacotMLP,
     LowRankMatrix as LowRankMatrix,
     MLP as MLP,
+    TwoLayer as TwoLayer,
     parameter_count as parameter_count,
 )
 from ._problems import (
@@ -93,6 +96,12 @@ from ._problems import (
     low_rank_descent as low_rank_descent,
     remake as remake,
 )
+from ._problems import (  # two-layer regimes (paper 002)
+    Objective as Objective,
+    particles as particles,
+    relative_movement as relative_movement,
+    wasted_fraction as wasted_fraction,
+)
 from ._solve import (
     RESULTS as RESULTS,
     RETCODES as RETCODES,
@@ -105,6 +114,27 @@ from ._stats import (
     compare_exponents as compare_exponents,
     fit_power_law as fit_power_law,
     summary as summary,
+)
+
+from ._kernels import (  # discrete gradient descent, eq. (29)
+    output_taylor_kernel as output_taylor_kernel,
+    output_update as output_update,
+    symmetrized_output_kernel as symmetrized_output_kernel,
+    taylor_contraction as taylor_contraction,
+    taylor_kernel as taylor_kernel,
+)
+from ._problems import (
+    DiscreteKernels as DiscreteKernels,
+    DiscreteNTHProblem as DiscreteNTHProblem,
+    initial_discrete_kernels as initial_discrete_kernels,
+)
+from ._spectrum import (
+    PHASES as PHASES,
+    PhaseReport as PhaseReport,
+    classify_phase as classify_phase,
+    lanczos_max as lanczos_max,
+    ntk_lambda_max as ntk_lambda_max,
+    phase_report as phase_report,
 )
 
 __version__ = "0.1.0"

@@ -173,3 +173,90 @@ def circle_data(
         raise ValueError(f"spacing={spacing!r}: use 'even' or 'random'.")
     X = jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=1)
     return TrainingSet(X, _labels(labels, X, key_y))
+
+
+#: Pixel values of scikit-learn's digits run from 0 to 16.
+DIGITS_PIXEL_MAX = 16.0
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits (1797 images, no download), as (images, digits)."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ImportError(
+            "digits_data needs scikit-learn (its digits ship inside the package; nothing "
+            "is downloaded): pip install scikit-learn"
+        ) from None
+    bunch = load_digits()
+    return np.asarray(bunch.data, np.float64), np.asarray(bunch.target, np.int64)
+
+
+def _digit_classes(classes: Any) -> tuple[int, ...]:
+    try:
+        values = tuple(classes)
+    except TypeError:
+        values = None
+    if (values is None or len(values) < 2 or len(set(values)) != len(values) or not all(
+            isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c <= 9
+            for c in values)):
+        raise ValueError(
+            f"classes={classes!r}: pass two or more distinct digits from 0 to 9, e.g. "
+            "classes=(3, 8) or classes=range(10)."
+        )
+    return tuple(int(c) for c in values)
+
+
+def digits_data(
+    n: int, *, key: Any, classes: Any = tuple(range(10)), labels: Any = "standardized"
+) -> TrainingSet:
+    """`n` real images: scikit-learn's handwritten digits (8x8 pixels, `d = 64`,
+    1797 images bundled with the package, no download), on the unit sphere.
+
+    The images of the listed `classes` are the pool; `key` draws `n` of them
+    without replacement (a JAX permutation of the pool: the same key gives the
+    same images in the same order). Each image `p` (pixels in `[0, 16]`) becomes
+
+        x = (p / 16 - mean) / ||p / 16 - mean||,
+
+    where `mean` is the mean image of the whole pool (so the result does not
+    depend on which images are drawn): centred, then on the unit sphere as
+    Assumption 2.2 asks (`||x|| = 1`). Centring removes the common positive
+    offset of the pixels, which would otherwise make every pair of inputs
+    strongly aligned.
+
+    `labels`, a regression target from the digit `k` of each image:
+
+    - `"standardized"` (the default): `(k - mu) / sigma` with `mu`, `sigma` the mean
+      and standard deviation of the listed classes (each class counted once):
+      for two classes, `-1` for the first and `+1` for the second;
+    - `"digit"`: `k` itself, as a float;
+    - a function of the `(n,)` integer array of digits, returning `n` labels.
+    """
+    n = positive_int(n, "n")
+    classes = _digit_classes(classes)
+    if not (labels in ("standardized", "digit") or callable(labels)):
+        raise ValueError(
+            f"labels={labels!r}: use 'standardized', 'digit', or a function of the (n,) "
+            "array of digits returning n labels."
+        )
+    images, digits = _load_digits()
+    pool = np.flatnonzero(np.isin(digits, classes))
+    if n > pool.size:
+        raise ValueError(
+            f"n={n}: the digits data set has only {pool.size} images of classes {classes}; "
+            f"pass n <= {pool.size} or more classes."
+        )
+    pixels = images[pool] / DIGITS_PIXEL_MAX
+    pixels = pixels - pixels.mean(axis=0)
+    chosen = np.asarray(jax.random.permutation(as_key(key), pool.size))[:n]
+    X = pixels[chosen] / np.linalg.norm(pixels[chosen], axis=1, keepdims=True)
+    k = digits[pool][chosen]
+    if labels == "standardized":
+        values = np.asarray(classes, np.float64)
+        y = (k - values.mean()) / values.std()
+    elif labels == "digit":
+        y = k.astype(np.float64)
+    else:
+        y = labels(k)
+    return TrainingSet(X, y)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xarray as xr
+from ._lazy import xr
 
 #: Sweep axis over which an ensemble's members are summarised (median and band).
 SAMPLE_DIM = "seed"

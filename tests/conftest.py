@@ -1,6 +1,15 @@
-"""Shared test set-up: float64 on, a key fixture, tiny problems."""
+"""Shared test set-up: float64 on, a key fixture, tiny problems.
 
-import jax
+The suite is compile-bound (tiny problems, many programs), so XLA's backend
+optimizations are off here, before JAX's first computation (see
+`nthdyn._case.compile_for_speed`; child processes inherit it).
+"""
+
+from nthdyn._case import compile_for_speed
+
+compile_for_speed()
+
+import jax  # noqa: E402
 import pytest
 
 jax.config.update("jax_enable_x64", True)

@@ -48,6 +48,15 @@ def _files(folder):
         nd.EnsembleProblem(problem, seeds=range(2), output=_kernel), store=store)
     yield "sweep_point", nd.read_netcdf(store / "points" / "p000000.nc")
     yield "estimate", nd.estimate_kernel_limit(net, data.X, widths=[4, 6], seeds=range(2))
+    yield "discrete_hierarchy", nd.to_dataset(nd.solve(nd.DiscreteNTHProblem(net, data, 3, 0.1, 2)))
+    yield "descent_lambda_max", nd.to_dataset(nd.solve(nd.GradientDescentProblem(net, data, 2, 0.1),
+                                                       save_lambda_max=True))
+    two = nd.TwoLayer(3, 4, alpha=1.0, activation="tanh", key=0)
+    yield "two_layer_regime", nd.to_dataset(nd.solve(nd.GradientFlowProblem(
+        two, data, (0.0, 1.0), weight_decay=1e-3, time_scale="mean_field"), saveat=times,
+        save_regime=True))  # the neuron and layer dimensions
+    yield "langevin", nd.to_dataset(nd.solve(nd.GradientFlowProblem(
+        two, data, (0.0, 1.0), temperature=0.01, noise_key=1), dt0=0.25, saveat=times))
 
 
 def _kernel(problem):
@@ -57,7 +66,7 @@ def _kernel(problem):
 @pytest.mark.skipif(CHECKER is not None, reason=CHECKER or "")
 def test_every_kind_of_file_passes_cfchecks(tmp_path):
     paths = [nd.write_netcdf(ds, tmp_path / f"{kind}.nc") for kind, ds in _files(tmp_path)]
-    assert len(paths) == 9
+    assert len(paths) == 13
     for path in paths:
         done = subprocess.run(
             [sys.executable, "-m", "cfchecker.cfchecks", "-v", "1.8",

@@ -742,3 +742,214 @@ def test_solution_at_a_time_that_is_not_a_number(net):
     with pytest.raises(TypeError, match=r"t='a': pass a time or an array of times in the saved "
                                         r"span \[0\.0, 2\.0\]"):
         sol("a")
+
+
+# -- discrete gradient descent (Taylor kernels, discrete hierarchy, phases) ----
+
+RELU = nd.MLP(3, 8, 1, "relu", key=0)
+
+DISCRETE = [
+    pytest.param(lambda o: nd.DiscreteNTHProblem(o["net"], (X, Y), 1, 0.1, 3), ValueError,
+                 r"order=1: must be an integer >= 2", id="DiscreteNTHProblem-order-1"),
+    pytest.param(lambda o: nd.DiscreteNTHProblem(o["net"], (X, Y), 5, 0.1, 3), ValueError,
+                 r"order=5: the discrete hierarchy is closed here up to order 4.*Use order=2, 3 "
+                 r"or 4", id="DiscreteNTHProblem-order-5"),
+    pytest.param(lambda o: nd.DiscreteNTHProblem(o["net"], (X, Y), 2, 0.0, 3), ValueError,
+                 r"learning_rate=0\.0: must be a finite number > 0",
+                 id="DiscreteNTHProblem-eta-0"),
+    pytest.param(lambda o: nd.DiscreteNTHProblem(o["net"], (X, Y), 2, -1.0, 3), ValueError,
+                 r"learning_rate=-1\.0: must be a finite number > 0",
+                 id="DiscreteNTHProblem-eta-negative"),
+    pytest.param(lambda o: nd.DiscreteNTHProblem(o["net"], (X, Y), 2, 0.1, 0), ValueError,
+                 r"steps=0: must be an integer >= 1", id="DiscreteNTHProblem-steps-0"),
+    pytest.param(lambda o: nd.DiscreteNTHProblem(RELU, (X, Y), 3, 0.1, 3), ValueError,
+                 r"order=3 needs a smooth activation, but the network uses relu",
+                 id="DiscreteNTHProblem-relu-order-3"),
+    pytest.param(lambda o: nd.solve(nd.DiscreteNTHProblem(o["net"], (X, Y), 2, 0.1, 3),
+                                    nd.Tsit5()), TypeError,
+                 r"solver=Tsit5\(\): DiscreteNTHProblem is a discrete map with one method",
+                 id="DiscreteNTHProblem-solver"),
+    pytest.param(lambda o: nd.solve(nd.DiscreteNTHProblem(o["net"], (X, Y), 2, 0.1, 3),
+                                    kernels="K"), TypeError,
+                 r"kernels=str: pass the result of nthdyn\.initial_discrete_kernels",
+                 id="DiscreteNTHProblem-kernels"),
+    pytest.param(lambda o: nd.solve(nd.DiscreteNTHProblem(o["net"], (X, Y), 2, 0.1, 3),
+                                    rtol=1e-8), TypeError,
+                 r"got \['rtol'\]: these control an ODE solver's steps", id="DiscreteNTHProblem-rtol"),
+    pytest.param(lambda o: nd.taylor_kernel(o["net"], X, 1), ValueError,
+                 r"order=1: must be an integer >= 2", id="taylor_kernel-order-1"),
+    pytest.param(lambda o: nd.taylor_kernel(RELU, X, 3), ValueError,
+                 r"order=3 needs a smooth activation, but the network uses relu",
+                 id="taylor_kernel-relu"),
+    pytest.param(lambda o: nd.taylor_kernel(o["net"], X, 3, method="dense"), ValueError,
+                 r"method='dense': use 'auto', 'structured' or 'jacobian'",
+                 id="taylor_kernel-method"),
+    pytest.param(lambda o: nd.taylor_kernel(o["net"], X, 4, max_bytes=100), MemoryError,
+                 r"calK\(4\) on 4 x 4\^3 points would take", id="taylor_kernel-max-bytes"),
+    pytest.param(lambda o: nd.taylor_contraction(o["net"], X, np.ones(4)), TypeError,
+                 r"vectors=ndarray: pass a list of vectors of shape \(4,\)",
+                 id="taylor_contraction-array"),
+    pytest.param(lambda o: nd.taylor_contraction(o["net"], X, [np.ones(3)]), ValueError,
+                 r"vectors\[0\] has shape \(3,\): it contracts a slot over the 4 training inputs",
+                 id="taylor_contraction-shape"),
+    pytest.param(lambda o: nd.output_update(o["net"], X, Y, 0), ValueError,
+                 r"order=0: must be an integer >= 1", id="output_update-order-0"),
+    pytest.param(lambda o: nd.output_update(RELU, X, Y, 2), ValueError,
+                 r"order \+ 1=3 needs a smooth activation", id="output_update-relu"),
+    pytest.param(lambda o: nd.output_update(o["net"], X, np.r_[1.0, np.nan, 0, 0], 2), ValueError,
+                 r"r has a non-finite entry \(nan\)", id="output_update-nan"),
+    pytest.param(lambda o: nd.ntk_lambda_max(o["net"], X, iterations=9), ValueError,
+                 r"iterations=9: the NTK on 4 inputs has 4 eigenvalues; pass at most 4",
+                 id="ntk_lambda_max-iterations"),
+    pytest.param(lambda o: nd.ntk_lambda_max(o["net"], X, iterations=0), ValueError,
+                 r"iterations=0: must be an integer >= 1", id="ntk_lambda_max-iterations-0"),
+    pytest.param(lambda o: nd.classify_phase([1.0], 1.0, 0.1, 4), ValueError,
+                 r"loss has shape \(1,\): pass the losses of one run at two or more saved steps",
+                 id="classify_phase-short"),
+    pytest.param(lambda o: nd.classify_phase([1.0, 0.5], 1.0, 0.0, 4), ValueError,
+                 r"learning_rate=0\.0: must be a finite number > 0", id="classify_phase-eta"),
+    pytest.param(lambda o: nd.phase_report(nd.solve(o["nth"])), TypeError,
+                 r"solution=NTHProblem: pass the Solution of a GradientDescentProblem",
+                 id="phase_report-nth"),
+    pytest.param(lambda o: nd.phase_report(nd.solve(o["descent"])), ValueError,
+                 r"solution has neither saved NTKs nor lambda_max: solve the "
+                 r"GradientDescentProblem with save_ntk=True or save_lambda_max=True",
+                 id="phase_report-no-ntk"),
+    pytest.param(lambda o: nd.phase_report(nd.solve(o["descent"], saveat=[1, 3], save_ntk=True)),
+                 ValueError, r"solution's first saved step is 1: save step 0 too",
+                 id="phase_report-no-step-0"),
+    pytest.param(lambda o: nd.solve(o["descent"], save_lambda_max="yes"), TypeError,
+                 r"save_lambda_max='yes': pass True or False", id="descent-save_lambda_max"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", DISCRETE)
+def test_discrete(call, error, message, objects):
+    _check(call, error, message, objects)
+
+
+# -- two-layer networks, weight decay, noisy flows (paper 002) ------------------------
+
+TWO = nd.TwoLayer(3, 4, alpha=1.0, key=0)
+NOISY = nd.GradientFlowProblem(TWO, (X, Y), (0.0, 1.0), temperature=0.1)
+
+TWO_LAYER = [
+    pytest.param(lambda o: nd.TwoLayer(3, 4, alpha=0.0, key=0), ValueError,
+                 r"alpha=0\.0: must be a finite number > 0", id="TwoLayer-alpha-0"),
+    pytest.param(lambda o: nd.TwoLayer(3, 4, alpha=-1.0, key=0), ValueError,
+                 r"alpha=-1\.0: must be a finite number > 0", id="TwoLayer-alpha-negative"),
+    pytest.param(lambda o: nd.TwoLayer(3, 4, key=0), TypeError,
+                 r"missing 1 required keyword-only argument: 'alpha'", id="TwoLayer-no-alpha"),
+    pytest.param(lambda o: nd.TwoLayer(3, 4, alpha=1.0, train="theta", key=0), ValueError,
+                 r"train='theta': pass 'all' \(train theta and u\) or 'readout'",
+                 id="TwoLayer-train"),
+    pytest.param(lambda o: nd.TwoLayer(3, 5, alpha=1.0, symmetric=True, key=0), ValueError,
+                 r"symmetric=True with width=5: .* pass an even width", id="TwoLayer-symmetric-odd"),
+    pytest.param(lambda o: nd.TwoLayer.from_weights(np.ones((4, 3)), np.ones(5), alpha=1.0),
+                 ValueError, r"u has shape \(5,\); expected \(4\)", id="TwoLayer-from_weights-u"),
+    pytest.param(lambda o: nd.GradientFlowProblem(TWO, (X, Y), (0.0, 1.0), weight_decay=-0.1),
+                 ValueError, r"weight_decay=-0\.1: must be a finite number >= 0",
+                 id="flow-weight_decay-negative"),
+    pytest.param(lambda o: nd.GradientFlowProblem(TWO, (X, Y), (0.0, 1.0), weight_decay=(1, 2, 3)),
+                 ValueError, r"weight_decay=\(1, 2, 3\) has 3 entries: pass a number or one "
+                             r"lambda >= 0 per linear map of TwoLayer \(2 maps.*TwoLayer: "
+                             r"\(theta, u\)", id="flow-weight_decay-length"),
+    pytest.param(lambda o: nd.GradientFlowProblem(TWO, (X, Y), (0.0, 1.0), time_scale=(1.0, 0.0)),
+                 ValueError, r"time_scale\[1\]=0\.0: must be a finite number > 0",
+                 id="flow-time_scale-per-map"),
+    pytest.param(lambda o: nd.GradientDescentProblem(TWO, (X, Y), 2, 0.1, weight_decay=(0.1, -1)),
+                 ValueError, r"weight_decay\[1\]=-1\.0: must be a finite number >= 0",
+                 id="descent-weight_decay-entry"),
+    pytest.param(lambda o: nd.solve(nd.GradientDescentProblem(TWO, (X, Y), 2, 0.1, weight_decay=0.1),
+                                    nd.LowRankGradientDescent()), TypeError,
+                 r"LowRankGradientDescent\(\) with weight_decay=0\.1: .*Use "
+                 r"nthdyn\.GradientDescent\(\)", id="descent-low-rank-weight-decay"),
+    pytest.param(lambda o: nd.GradientFlowProblem(TWO, (X, Y), (0.0, 1.0), time_scale=0),
+                 ValueError, r"time_scale=0\.0: must be a finite number > 0", id="flow-time_scale-0"),
+    pytest.param(lambda o: nd.GradientFlowProblem(TWO, (X, Y), (0.0, 1.0), time_scale="mf"),
+                 ValueError, r"time_scale='mf': pass a number c > 0 or 'mean_field'",
+                 id="flow-time_scale-string"),
+    pytest.param(lambda o: nd.GradientFlowProblem(o["flow"].network, (X, Y), (0.0, 1.0),
+                                                  center="yes"), TypeError,
+                 r"center='yes': pass True", id="flow-center"),
+    pytest.param(lambda o: nd.GradientFlowProblem(TWO, (X, Y), (0.0, 1.0), temperature=-0.1),
+                 ValueError, r"temperature=-0\.1: must be a finite number >= 0",
+                 id="flow-temperature-negative"),
+    pytest.param(lambda o: nd.GradientFlowProblem(TWO, (X, Y), (0.0, 1.0), noise_key=1),
+                 ValueError, r"noise_key=1 was given but temperature=0: the flow has no noise",
+                 id="flow-noise_key-without-noise"),
+    pytest.param(lambda o: nd.GradientFlowProblem(
+        nd.TwoLayer.from_weights(TWO.theta, TWO.u, alpha=1.0), (X, Y), (0.0, 1.0), temperature=0.1),
+                 ValueError, r"temperature=0\.1: the noise needs a key, .*Pass noise_key=0",
+                 id="flow-noise-given-weights"),
+    pytest.param(lambda o: nd.solve(NOISY, nd.Tsit5(), dt0=0.1), TypeError,
+                 r"solver=Tsit5\(\): with temperature=0\.1 the flow is an SDE.*this is an ODE "
+                 r"solver.*diffrax\.Euler\(\)", id="noisy-flow-ODE-solver"),
+    pytest.param(lambda o: nd.solve(NOISY, nd.Euler()), ValueError,
+                 r"temperature=0\.1: the Langevin flow is solved with a fixed step; pass dt0=",
+                 id="noisy-flow-no-dt0"),
+    pytest.param(lambda o: nd.solve(o["flow"], brownian_tol=1e-3), TypeError,
+                 r"brownian_tol=0\.001 is an option of the noisy flow \(temperature > 0\); this "
+                 r"flow is deterministic", id="deterministic-flow-brownian_tol"),
+    pytest.param(lambda o: nd.solve(o["flow"], nd.Euler()), TypeError,
+                 r"pass an adaptive diffrax solver", id="deterministic-flow-SDE-solver"),
+    pytest.param(lambda o: nd.solve(o["flow"], save_regime="yes"), TypeError,
+                 r"save_regime='yes': pass True or False", id="flow-save_regime"),
+    pytest.param(lambda o: nd.wasted_fraction(np.ones(3), threshold=0.0), ValueError,
+                 r"threshold=0\.0: must be > 0", id="wasted_fraction-threshold"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", TWO_LAYER)
+def test_two_layer_and_noise(call, error, message, objects):
+    _check(call, error, message, objects)
+
+
+DIGITS = [
+    pytest.param(lambda o: nd.digits_data(0, key=0), ValueError,
+                 r"n=0: must be an integer >= 1", id="digits_data-n-0"),
+    pytest.param(lambda o: nd.digits_data(400, key=0, classes=(0, 1)), ValueError,
+                 r"n=400: the digits data set has only 360 images of classes \(0, 1\); pass "
+                 r"n <= 360 or more classes", id="digits_data-n-too-large"),
+    pytest.param(lambda o: nd.digits_data(4, key=0, classes=(3,)), ValueError,
+                 r"classes=\(3,\): pass two or more distinct digits from 0 to 9",
+                 id="digits_data-one-class"),
+    pytest.param(lambda o: nd.digits_data(4, key=0, classes=(3, 10)), ValueError,
+                 r"classes=\(3, 10\): pass two or more distinct digits", id="digits_data-class-10"),
+    pytest.param(lambda o: nd.digits_data(4, key=0, classes=(3, 3)), ValueError,
+                 r"classes=\(3, 3\): pass two or more distinct", id="digits_data-repeated-class"),
+    pytest.param(lambda o: nd.digits_data(4, key=0, classes=5), ValueError,
+                 r"classes=5: pass two or more distinct digits", id="digits_data-classes-int"),
+    pytest.param(lambda o: nd.digits_data(4, key=0, labels="onehot"), ValueError,
+                 r"labels='onehot': use 'standardized', 'digit', or a function",
+                 id="digits_data-labels"),
+    pytest.param(lambda o: nd.digits_data(4, key=0, labels=lambda k: k[:2]), ValueError,
+                 r"y has shape \(2,\) but X has 4 rows", id="digits_data-labels-function-shape"),
+    pytest.param(lambda o: nd.digits_data(4, key=-1), ValueError,
+                 r"key=-1: an integer seed must be >= 0", id="digits_data-key-negative"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", DIGITS)
+def test_digits_data(call, error, message, objects):
+    _check(call, error, message, objects)
+
+
+# -- factored Runge-Kutta stages of the flow ----------------------------------
+
+
+def test_factored_is_a_flag(problem):
+    with pytest.raises(TypeError, match=r"factored='yes': pass None \(automatic, by size\), "
+                                        r"True or False"):
+        nd.solve(problem, factored="yes")
+
+
+def test_factored_needs_low_rank_stages(net):
+    decayed = nd.GradientFlowProblem(net, (X, Y), (0.0, 1.0), weight_decay=0.1)
+    with pytest.raises(ValueError, match=r"factored=True: weight decay makes every stage full "
+                                         r"rank\. Factored stages need a layered network"):
+        nd.solve(decayed, factored=True)
+    problem = nd.GradientFlowProblem(net, (X, Y), (0.0, 1.0))
+    with pytest.raises(ValueError, match=r"factored=True: solver=Kvaerno5\(\) is not an explicit "
+                                         r"Runge-Kutta method.*use factored=None"):
+        nd.solve(problem, nd.Kvaerno5(), factored=True)

@@ -99,9 +99,27 @@ def test_reduced_p3_equals_general_p3():
     assert nth(3).options["reduced"] == 1
 
 
-def test_reduced_only_for_p3():
-    problem = nd.NTHProblem(network(), DATA, 4, TSPAN)
-    with pytest.raises(ValueError, match="reduced=True"):
+def test_matrix_free_p4_equals_general_p4():
+    reduced, general = nth(4, reduced=True), nth(4)
+    assert reduced.options["reduced"] == 1 and general.options["reduced"] == 0  # K4 fits: full
+    assert reduced.options["state_size"] < general.options["state_size"]
+    for name in ("f", "ntk", "f_test", "dfdt", "dfdt_test"):
+        assert _rel_err(getattr(reduced, name), getattr(general, name)) <= 1e-10, name
+    # K~2 moves by -1/n K3[R] + 1/n^2 M: the comparison is not between two constants
+    assert _rel_err(general.ntk[-1], general.ntk[0]) > 1e-4
+    # where the tensor K(4) would not fit, the default is the matrix-free system
+    problem = nd.NTHProblem(network(), DATA, 4, TSPAN, test=X_TEST)
+    capped = nd.solve(problem, saveat=SAVE, max_bytes=8 * (N + 2) * N**3 - 1)
+    assert capped.options["reduced"] == 1
+    np.testing.assert_allclose(capped.f, reduced.f, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("order", [2, 5])
+def test_reduced_only_for_p3_and_p4(order):
+    problem = nd.NTHProblem(network(), DATA, order, TSPAN)
+    with pytest.raises(ValueError, match=r"reduced=True is the \(r, R\) system of order 3 or the "
+                                         r"matrix-free \(r, R, M\) system of order 4; this "
+                                         rf"problem has order={order}"):
         nd.solve(problem, reduced=True)
 
 

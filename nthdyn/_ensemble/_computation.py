@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import numpy as np
-import xarray as xr
+from .._lazy import xr
 
 from .._io import describe_function, json_default, solution_dataset
 from .._kernels import MAX_KERNEL_BYTES

@@ -15,7 +15,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import numpy as np
-import xarray as xr
+from .._lazy import xr
 
 from .._io import attributes, coordinate
 from .._problems import remake

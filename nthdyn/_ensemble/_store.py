@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import xarray as xr
+from .._lazy import xr
 
 from .._io import json_default, read_netcdf, write_netcdf
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import jax
 import numpy as np
-import xarray as xr
+from .._lazy import xr
 
 from .._io import coordinate, data_variables, provenance, read_netcdf, write_netcdf
 from .._io._provenance import CONVENTIONS, REFERENCES
@@ -63,7 +63,7 @@ def _check_run_options(store, executor, batch_size):
                          "(the number of seeds vmapped together).")
 
 
-@solve.register
+@solve.register(EnsembleProblem)
 def _solve_ensemble(
     ensemble: EnsembleProblem,
     solver: Any = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import xarray as xr
+from .._lazy import xr
 
 from .._network import trainable
 from .._solve import Solution

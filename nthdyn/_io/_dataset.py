@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import xarray as xr
+from .._lazy import xr
 
 from .._solve import Solution
 from ._provenance import provenance
@@ -26,6 +26,8 @@ def solution_variables(solution: Solution, lead: tuple[str, ...] = ()) -> dict[s
     labels = solution.problem.labels()
     data_vars = {name: variable(name, value, lead=lead, **labels.get(name, {}))
                  for name in _SOLVED if (value := getattr(solution, name)) is not None}
+    data_vars.update({name: variable(name, value, lead=lead, **labels.get(name, {}))
+                      for name, value in solution.observables.items()})
     data_vars["retcode"] = (lead, np.asarray(solution.retcode, dtype=np.int32),
                             attributes("retcode"))
     for name, value in solution.stats.items():

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import xarray as xr
+from .._lazy import xr
 
 
 def _as_path(path, function: str) -> Path:

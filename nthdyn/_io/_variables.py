@@ -59,6 +59,24 @@ VARIABLES: dict[str, Variable] = {
     "K_stderr": Variable(("width",), "standard error of the seed mean of m^(r/2-1) K(r)"),
     "K_limit": Variable((), "limiting NTK (infinite width)", equation="Jacot et al. Thm. 1"),
     "z": Variable(("width",), "(seed mean - limit) / standard error"),
+    # regimes of two-layer networks (GradientFlowProblem, save_regime=True)
+    "movement": Variable(("time", "layer"),
+                         "relative movement ||P_k(t) - P_k(0)||_F / ||P_k(0)||_F of each trained "
+                         "linear map", equation="Fang, Dong & Zhang Section IV, Fig. 7"),
+    "ntk_change": Variable(("time",), "relative change of the NTK ||K2(t) - K2(0)||_F / ||K2(0)||_F",
+                           equation="Huang & Yau eq. (7); Fang, Dong & Zhang Table I"),
+    "particle_u": Variable(("time", "neuron"), "readout weight u_j of each hidden neuron",
+                           equation="Fang, Dong & Zhang eq. (1)"),
+    "particle_theta": Variable(("time", "neuron", "input_dim"),
+                               "incoming weights theta_j of each hidden neuron",
+                               equation="Fang, Dong & Zhang eq. (1)"),
+    "wasted_fraction": Variable(("time",), "fraction of neurons with |u_j| below the threshold",
+                                equation="Fang, Dong & Zhang Fig. 6(d), (g)"),
+    # discrete gradient descent: stability edge and phase (nthdyn._spectrum)
+    "lambda_max": Variable(("time",), "largest eigenvalue lambda_max of the NTK K2",
+                           equation="stability edge eta = 2n / lambda_max (L = 1/(2n) sum r^2)"),
+    "phase": Variable((), "phase of a gradient-descent run (0 lazy, 1 catapult, 2 divergent)",
+                      equation="Lewkowycz et al. 2020; criteria in nthdyn.classify_phase"),
 }
 
 COORDINATES: dict[str, str] = {
@@ -72,6 +90,9 @@ COORDINATES: dict[str, str] = {
     "order": "truncation order p of the Neural Tangent Hierarchy",
     "learning_rate": "learning rate eta",
     "activation": "activation function sigma",
+    "layer": "index k of the trained linear map P_k (TwoLayer: 0 theta, 1 u)",
+    "neuron": "hidden neuron (particle) index j",
+    "alpha": "scale alpha of the two-layer network",
 }
 
 

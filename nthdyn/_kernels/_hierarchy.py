@@ -21,6 +21,9 @@ of a function of the parameters.
   the fields `theta -> grad_theta (c_j . f(X; theta))`, with no factor `n`:
   `O(3^(r-2))` times one K2. The top kernel never has to be stored.
 
+The same nesting with the directions held at fixed parameters gives the Taylor
+kernels of discrete gradient descent (`fixed=True`, `_taylor.py`, eq. (29)).
+
 Slot convention: the first slot runs over `X_first` (the training inputs, or test
 points as in eq. (22)), every other slot over the training inputs `X`.
 """
@@ -48,7 +51,10 @@ MAX_KERNEL_BYTES = 2 * 1024**3
 _BASES = {"structured": ntk_structured, "jacobian": ntk_jacobian}
 
 
-def _base_for(network: AbstractNetwork, method: str) -> Callable:
+def base_kernel(network: AbstractNetwork, method: str) -> Callable:
+    """The base `K2(network, X_first, X2)` that every derived kernel starts from:
+    `"structured"` (eq. (7), layered networks), `"jacobian"` (`J1 J^T`, any network)
+    or `"auto"` (structured where the network is layered)."""
     if method == "auto":
         method = "structured" if isinstance(network, AbstractLayeredNetwork) else "jacobian"
     if method not in _BASES:
@@ -59,6 +65,21 @@ def _base_for(network: AbstractNetwork, method: str) -> Callable:
             f"{type(network).__name__}; use method='jacobian'."
         )
     return _BASES[method]
+
+
+def check_vector(value: Any, name: str, n: int, dtype: Any) -> Float[Array, " n"]:
+    """`value` as a finite vector of shape `(n,)`: it contracts a slot over the `n`
+    training inputs (a traced value is checked for its shape only)."""
+    if not isinstance(value, jax.core.Tracer):
+        values = float_values(value, name).ravel()
+        if values.size and not np.all(np.isfinite(values)):
+            raise ValueError(f"{name} has a non-finite entry ({values[~np.isfinite(values)][0]}): "
+                             "pass finite vectors.")
+    value = jnp.asarray(value, dtype)
+    if value.shape != (n,):
+        raise ValueError(f"{name} has shape {value.shape}: it contracts a slot over the {n} "
+                         f"training inputs, shape ({n},).")
+    return value
 
 
 def check_order(network: AbstractNetwork, order: Any, *, name: str = "order") -> int:
@@ -84,12 +105,17 @@ def _kernel_of_params(static, X_first, X, base, symmetric):
     return k2
 
 
-def _derive_along_each(fn, static, X):
-    """`theta -> [D_{grad f_b} fn(theta)]_b`, the new slot last (eq. (10))."""
+def derive_along_each(fn: Callable, static: Any, X: Array, at: Any = None) -> Callable:
+    """`theta -> [D_{v_b} fn(theta)]_b`, the new slot last: along the moving field
+    `v_b(theta) = grad f_b(theta)` (eq. (10), the NTH's `K(r+1)`), or, with `at`, along
+    the fixed vectors `v_b = grad f_b(at)`, which are not differentiated (the Taylor
+    kernels of eq. (29))."""
 
     def derived(params):
+        point = params if at is None else at
+
         def along(x_b):
-            direction = jax.grad(lambda p: eqx.combine(p, static).apply(x_b))(params)
+            direction = jax.grad(lambda p: eqx.combine(p, static).apply(x_b))(point)
             return jax.jvp(fn, (params,), (direction,))[1]
 
         return jnp.moveaxis(jax.lax.map(along, X), 0, -1)
@@ -97,35 +123,45 @@ def _derive_along_each(fn, static, X):
     return derived
 
 
-def _derive_along(fn, static, X, c):
-    """`theta -> D_{grad (c . f(X))} fn(theta)`: a contraction of the new slot."""
+def derive_along(fn: Callable, static: Any, X: Array, c: Array, at: Any = None) -> Callable:
+    """`theta -> D_v fn(theta)` along `v = grad (c . f(X))` at `theta` (moving), or at
+    the fixed `at`: the new slot contracted with `c`."""
 
     def derived(params):
-        direction = jax.grad(lambda p: jnp.dot(c, eqx.combine(p, static)(X)))(params)
+        point = params if at is None else at
+        direction = jax.grad(lambda p: jnp.dot(c, eqx.combine(p, static)(X)))(point)
         return jax.jvp(fn, (params,), (direction,))[1]
 
     return derived
 
 
 @eqx.filter_jit
-def _hierarchy_kernel(network, X_first, X, order, base, symmetric):
+def derived_kernel(network, X_first, X, order, base, symmetric, fixed=False):
+    """`K(order)` (`fixed=False`: directions that move with theta, eq. (10)) or the
+    Taylor kernel `calK(order)` (`fixed=True`: directions at the network's parameters,
+    eq. (29)) from the base `K2`; no input checks (traceable)."""
     params, static = trainable(network)
     fn = _kernel_of_params(static, X_first, X, base, symmetric)
     for _ in range(order - 2):
-        fn = _derive_along_each(fn, static, X)
+        fn = derive_along_each(fn, static, X, params if fixed else None)
     return fn(params)
 
 
 @eqx.filter_jit
-def _hierarchy_contraction(network, X_first, X, vectors, base, symmetric):
+def derived_contraction(network, X_first, X, vectors, base, symmetric, fixed=False):
+    """`K(r)[c_3, ..., c_r]` (or `calK(r)[...]` with `fixed=True`), `r = 2 + len(vectors)`,
+    matrix-free; no input checks (traceable)."""
     params, static = trainable(network)
     fn = _kernel_of_params(static, X_first, X, base, symmetric)
     for c in vectors:
-        fn = _derive_along(fn, static, X, c)
+        fn = derive_along(fn, static, X, c, params if fixed else None)
     return fn(params)
 
 
-def _inputs(network, X, X_first):
+def kernel_inputs(network: AbstractNetwork, X: Any, X_first: Any) -> tuple[Array, Array, bool]:
+    """`(X, X_first, symmetric)`: the checked training inputs, the first slot's inputs
+    (`X` itself when `X_first` is None, then the kernel is symmetric in its first two
+    slots)."""
     X = check_inputs(X, "X", in_size=network.in_size)
     if X_first is None:
         return X, X, True
@@ -145,6 +181,19 @@ def check_max_bytes(max_bytes: Any) -> Any:
 def kernel_bytes(n_first: int, n: int, order: int) -> int:
     """Bytes of a float64 `K(order)` with `n_first x n^(order-1)` entries."""
     return 8 * n_first * n ** (order - 1)
+
+
+def check_kernel_size(what: str, n_first: int, n: int, order: int, max_bytes: Any,
+                      instead: str) -> None:
+    """Refuse to build the tensor `what` (`n_first x n^(order-1)` entries) above
+    `max_bytes`; the message suggests `instead`."""
+    max_bytes = check_max_bytes(max_bytes)
+    size = kernel_bytes(n_first, n, order)
+    if size > max_bytes:
+        raise MemoryError(
+            f"{what} on {n_first} x {n}^{order - 1} points would take {size / 1e9:.3g} GB "
+            f"(max_bytes={max_bytes / 1e9:.3g} GB). Use {instead}, fewer points, or a larger "
+            "max_bytes if the memory is there.")
 
 
 def hierarchy_kernel(
@@ -178,17 +227,10 @@ def hierarchy_kernel(
     """
     check_network(network)
     order = check_order(network, order)
-    max_bytes = check_max_bytes(max_bytes)
-    X, X_first, symmetric = _inputs(network, X, X_first)
-    size = kernel_bytes(X_first.shape[0], X.shape[0], order)
-    if size > max_bytes:
-        raise MemoryError(
-            f"K({order}) on {X_first.shape[0]} x {X.shape[0]}^{order - 1} points would take "
-            f"{size / 1e9:.3g} GB (max_bytes={max_bytes / 1e9:.3g} GB). Use "
-            "hierarchy_contraction (matrix-free contractions of the last slots), fewer "
-            "points, or a larger max_bytes if the memory is there."
-        )
-    return _hierarchy_kernel(network, X_first, X, order, _base_for(network, method), symmetric)
+    X, X_first, symmetric = kernel_inputs(network, X, X_first)
+    check_kernel_size(f"K({order})", X_first.shape[0], X.shape[0], order, max_bytes,
+                      "hierarchy_contraction (matrix-free contractions of the last slots)")
+    return derived_kernel(network, X_first, X, order, base_kernel(network, method), symmetric)
 
 
 def hierarchy_contraction(
@@ -207,29 +249,18 @@ def hierarchy_contraction(
     `J^T r` (eq. (10)). Cost: about `3^(r-2)` times one K2.
     """
     check_network(network)
-    X, X_first, symmetric = _inputs(network, X, X_first)
+    X, X_first, symmetric = kernel_inputs(network, X, X_first)
     is_array = isinstance(vectors, (np.ndarray, jax.Array))
     if not isinstance(vectors, (list, tuple)) and not (is_array and vectors.ndim == 2):
         what = f"an array of shape {vectors.shape}" if is_array else repr(vectors)
         raise TypeError(f"vectors={what}: pass a list of vectors of shape ({X.shape[0]},), one "
                         "per slot after the second: vectors=[c] for K(3)[c], [c3, c4] for "
                         "K(4)[c3, c4].")
-    for j, c in enumerate(vectors):
-        if not isinstance(c, jax.core.Tracer):
-            values = float_values(c, f"vectors[{j}]")
-            if values.size and not np.all(np.isfinite(values)):
-                raise ValueError(f"vectors[{j}] has a non-finite entry "
-                                 f"({values.ravel()[~np.isfinite(values.ravel())][0]}): "
-                                 "pass finite vectors.")
-    vectors = tuple(jnp.asarray(c, X.dtype) for c in vectors)
+    vectors = tuple(check_vector(c, f"vectors[{j}]", X.shape[0], X.dtype)
+                    for j, c in enumerate(vectors))
     check_order(network, 2 + len(vectors), name="2 + len(vectors)")
-    for j, c in enumerate(vectors):
-        if c.shape != (X.shape[0],):
-            raise ValueError(
-                f"vectors[{j}] has shape {c.shape}: each vector contracts a slot over the "
-                f"{X.shape[0]} training inputs, shape ({X.shape[0]},)."
-            )
-    return _hierarchy_contraction(network, X_first, X, vectors, _base_for(network, method), symmetric)
+    return derived_contraction(network, X_first, X, vectors, base_kernel(network, method),
+                               symmetric)
 
 
 def contract_last(kernel: Float[Array, "... n"], r: Float[Array, " n"]) -> Float[Array, "..."]:

@@ -1,4 +1,4 @@
-"""Networks: the abstract families and their members (`MLP`, `JacotMLP`)."""
+"""Networks: the abstract families and their members (`MLP`, `JacotMLP`, `TwoLayer`)."""
 
 from ._base import (
     AbstractLayeredNetwork as AbstractLayeredNetwork,
@@ -11,3 +11,4 @@ from ._base import (
 )
 from ._jacot import JacotMLP as JacotMLP
 from ._mlp import MLP as MLP
+from ._two_layer import TwoLayer as TwoLayer

@@ -8,6 +8,11 @@ from ._descent import (
     LowRankGradientDescent as LowRankGradientDescent,
     low_rank_descent as low_rank_descent,
 )
+from ._discrete_nth import (
+    DiscreteKernels as DiscreteKernels,
+    DiscreteNTHProblem as DiscreteNTHProblem,
+    initial_discrete_kernels as initial_discrete_kernels,
+)
 from ._flow import GradientFlowProblem as GradientFlowProblem
 from ._nth import (
     HierarchyKernels as HierarchyKernels,
@@ -22,4 +27,10 @@ from ._regression import (
     FunctionKernel as FunctionKernel,
     KernelRegressionProblem as KernelRegressionProblem,
     LimitingNTK as LimitingNTK,
+)
+from ._objective import Objective as Objective
+from ._regimes import (
+    particles as particles,
+    relative_movement as relative_movement,
+    wasted_fraction as wasted_fraction,
 )

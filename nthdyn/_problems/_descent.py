@@ -31,8 +31,10 @@ from .._data import TrainingSet
 from .._kernels import ntk_structured
 from .._network import AbstractLayeredNetwork, AbstractNetwork, LowRankMatrix, densify, trainable
 from .._solve import AbstractMap, half_mean_square, observed, solve
+from .._spectrum import lanczos_max, ntk_lambda_max_traced, start_vector
 from ._base import AbstractProblem, check_common
 from ._flow import loss_gradient, network_observables
+from ._objective import Objective, check_weight_decay
 
 
 class GradientDescent(eqx.Module):
@@ -75,18 +77,27 @@ class DenseDescent(AbstractMap):
     X_test: Array | None
     learning_rate: Array
     save_ntk: bool = eqx.field(static=True)
+    objective: Objective | None = None
+    save_lambda_max: bool = eqx.field(static=True, default=False)
 
     @property
     def method(self):
         return "GradientDescent"
 
     def step(self, k, params):
-        g = loss_gradient(params, self.static, self.X, self.y)
+        if self.objective is None:
+            g = loss_gradient(params, self.static, self.X, self.y)
+        else:  # grad (L + R): weight decay, paper 002 eq. (2)
+            g = self.objective.gradient(params, self.static, self.X, self.y)
         return jax.tree_util.tree_map(lambda a, b: a - self.learning_rate * b, params, g)
 
     def observe(self, params):
-        return network_observables(params, self.static, self.X, self.y, self.X_test, None,
-                                   self.save_ntk)
+        out = network_observables(params, self.static, self.X, self.y, self.X_test, None,
+                                  self.save_ntk)
+        if self.save_lambda_max:  # Lanczos on J (J^T v), matrix-free (nthdyn._spectrum)
+            top = ntk_lambda_max_traced(eqx.combine(params, self.static), self.X)
+            out["observables"] = {**out["observables"], "lambda_max": top}
+        return out
 
     def final(self, params):
         return eqx.combine(params, self.static)
@@ -101,6 +112,7 @@ class FactoredDescent(AbstractMap):
     learning_rate: Array
     save_ntk: bool = eqx.field(static=True)
     dense_network: bool = eqx.field(static=True)
+    save_lambda_max: bool = eqx.field(static=True, default=False)
 
     @property
     def method(self):
@@ -119,8 +131,13 @@ class FactoredDescent(AbstractMap):
     def observe(self, net):
         f = jax.vmap(net.apply)(self.X)
         f_test = None if self.X_test is None else jax.vmap(net.apply)(self.X_test)
-        ntk = ntk_structured(net, self.X) if self.save_ntk else None
-        return observed(f=f, loss=half_mean_square(f, self.y), ntk=ntk, f_test=f_test)
+        ntk = ntk_structured(net, self.X) if self.save_ntk or self.save_lambda_max else None
+        extra = {}
+        if self.save_lambda_max:  # Lanczos on the structured NTK (the factors are not theta)
+            extra["lambda_max"] = lanczos_max(lambda v: ntk @ v, start_vector(
+                self.X.shape[0], self.X.dtype), self.X.shape[0])
+        return observed(f=f, loss=half_mean_square(f, self.y),
+                        ntk=ntk if self.save_ntk else None, f_test=f_test, observables=extra)
 
     def final(self, net):
         return densify(net) if self.dense_network else net
@@ -136,9 +153,14 @@ class GradientDescentProblem(AbstractProblem):
     - `steps`: the number of steps.
     - `learning_rate`: the step size `eta > 0`. Gradient descent with `eta` tracks
       the gradient flow at time `t = eta * steps` as `eta -> 0`.
+    - `weight_decay`: `lambda >= 0` (one number, or one per linear map): the step
+      uses `grad (L + R)`, `R = 1/(2m) sum_k lambda_k ||P_k||^2` (paper 002 eq. (2);
+      see `GradientFlowProblem`). Dense steps only (`GradientDescent()`).
 
     **Solve:** `solve(problem, GradientDescent() | LowRankGradientDescent(),
-    saveat=steps, save_ntk=False, progress=..., throw=...)`; `saveat` lists the
+    saveat=steps, save_ntk=False, save_lambda_max=False, progress=..., throw=...)`;
+    `save_lambda_max=True` saves `lambda_max(K2)` at each save in
+    `sol.observables["lambda_max"]` (Lanczos, `nthdyn._spectrum`); `saveat` lists the
     steps to save (all of `0..steps` by default).
     """
 
@@ -147,14 +169,17 @@ class GradientDescentProblem(AbstractProblem):
     steps: int = eqx.field(static=True)
     learning_rate: float = eqx.field(static=True)
     test: Float[Array, "t d"] | None = None
+    weight_decay: tuple[float, ...] | float = eqx.field(static=True, default=0.0)
 
-    solve_options: ClassVar[dict[str, Any]] = {"save_ntk": False}
+    solve_options: ClassVar[dict[str, Any]] = {"save_ntk": False, "save_lambda_max": False}
     discrete: ClassVar[bool] = True
 
-    def __init__(self, network, data, steps, learning_rate, *, test=None):
+    def __init__(self, network, data, steps, learning_rate, *, test=None, weight_decay=0.0):
         self.network, self.data, self.test = check_common(network, data, test)
         self.steps = positive_int(steps, "steps")
         self.learning_rate = positive_float(learning_rate, "learning_rate")
+        lambdas = check_weight_decay(self.network, weight_decay)
+        self.weight_decay = lambdas if isinstance(weight_decay, (list, tuple)) else lambdas[0]
 
     @property
     def span(self):
@@ -162,11 +187,23 @@ class GradientDescentProblem(AbstractProblem):
 
     def dynamics(self, solver, settings):
         save_ntk = bool(settings.extra["save_ntk"])
+        save_lambda_max = settings.extra["save_lambda_max"]
+        if save_lambda_max not in (True, False):
+            raise TypeError(f"save_lambda_max={save_lambda_max!r}: pass True or False.")
         lr = jnp.asarray(self.learning_rate, self.data.X.dtype)
+        decays = any(check_weight_decay(self.network, self.weight_decay))
+        objective = Objective.of(self.network, self.weight_decay) if decays else None
         if solver is None or isinstance(solver, GradientDescent):
             params, static = trainable(self.network)
             return DenseDescent(static=static, X=self.data.X, y=self.data.y, X_test=self.test,
-                                learning_rate=lr, save_ntk=save_ntk), params
+                                learning_rate=lr, save_ntk=save_ntk,
+                                objective=objective,
+                                save_lambda_max=bool(save_lambda_max)), params
+        if decays and isinstance(solver, LowRankGradientDescent):
+            raise TypeError(
+                f"solver=LowRankGradientDescent() with weight_decay={self.weight_decay!r}: weight "
+                "decay shrinks every matrix P_k(0) at each step, which the low-rank factors "
+                "cannot hold. Use nthdyn.GradientDescent() (the default).")
         if not isinstance(solver, LowRankGradientDescent):
             raise TypeError(
                 f"solver={solver!r}: GradientDescentProblem takes nthdyn.GradientDescent() "
@@ -188,7 +225,8 @@ class GradientDescentProblem(AbstractProblem):
             if solver.low_rank if solver.low_rank is not None else 4 * capacity <= min(w.shape):
                 network = eqx.tree_at(where, network, LowRankMatrix.empty(w, capacity))
         return FactoredDescent(X=self.data.X, y=self.data.y, X_test=self.test, learning_rate=lr,
-                               save_ntk=save_ntk, dense_network=solver.dense_network), network
+                               save_ntk=save_ntk, dense_network=solver.dense_network,
+                               save_lambda_max=bool(save_lambda_max)), network
 
     def failure_message(self, status, solution, settings):
         if status == "nonfinite":

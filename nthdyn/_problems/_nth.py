@@ -18,6 +18,14 @@ sign and a factor `1/n`):
     dr/dt = -1/n K(2) r + 1/n^2 K(3)[r, R],     dR/dt = r,
 
 where `K(3)[r, R]_a = sum_{c,b} K(3)(a, c, b) r_c R_b`.
+
+For `p = 4` the frozen `K(4)` gives `K~(3)(t) = K(3) - 1/n K(4)[R]` and so
+`K~(2)(t) = K(2) - 1/n K(3)[R] + 1/n^2 M(t)` with `dM/dt = K(4)[r, R]` (slot 3
+contracted with `r`, slot 4 with `R`): the state `(r, R, M)` of `n^2 + 2n` numbers,
+and `K(4)[r, R]` is one matrix-free `hierarchy_contraction` of the network at
+`t = 0` per right-hand side (about 9 K2 evaluations), so the `n^4` tensor is never
+formed. Exact for the order-4 truncation, not an approximation; it is what lets
+order 4 run at `n = 128` (2.1 GB for the tensor) and beyond.
 """
 
 from __future__ import annotations
@@ -32,7 +40,16 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._data import TrainingSet
-from .._kernels import MAX_KERNEL_BYTES, check_order, contract_last, hierarchy_kernel
+from .._kernels import (
+    MAX_KERNEL_BYTES,
+    base_kernel,
+    check_kernel_size,
+    check_order,
+    contract_last,
+    derived_contraction,
+    derived_kernel,
+    kernel_bytes,
+)
 from .._network import AbstractNetwork
 from .._solve import AbstractODE, check_span, half_mean_square, is_traced, observed
 from ._base import AbstractProblem, check_common
@@ -82,18 +99,27 @@ def initial_kernels(problem: NTHProblem, *, order: int | None = None,
     `p` (kernels of a higher order serve every lower order).
 
     Cost: that of `hierarchy_kernel` for each order `2..p`, i.e. dominated by `K(p)`:
-    about `(3 n)^(p-2)` times one K2."""
+    about `(3 n)^(p-2)` times one K2; one compiled program computes them all."""
     if not isinstance(problem, NTHProblem):
         raise TypeError(f"problem={type(problem).__name__}: initial_kernels takes an "
                         "nthdyn.NTHProblem (the kernels K(2..p) start the hierarchy).")
-    net, X = problem.network, problem.data.X
+    net, X, test = problem.network, problem.data.X, problem.test
     p = problem.order if order is None else check_order(net, order)
-    kernels = tuple(hierarchy_kernel(net, X, r, max_bytes=max_bytes) for r in range(2, p + 1))
-    if problem.test is None:
-        return HierarchyKernels(net(X), kernels, None, None)
-    test = tuple(hierarchy_kernel(net, X, r, X_first=problem.test, max_bytes=max_bytes)
-                 for r in range(2, p + 1))
-    return HierarchyKernels(net(X), kernels, net(problem.test), test)
+    instead = "a lower order, or reduced=True at order 4 (matrix-free)"
+    check_kernel_size(f"K({p})", X.shape[0], X.shape[0], p, max_bytes, instead)
+    if test is not None:
+        check_kernel_size(f"K({p}) with test points", len(test), X.shape[0], p, max_bytes, instead)
+    K, K_test = _kernels(net, X, test, p, base_kernel(net, "auto"))
+    return HierarchyKernels(net(X), K, None if test is None else net(test), K_test)
+
+
+@eqx.filter_jit
+def _kernels(network, X, test, order, base):
+    """`K(2..order)` on `X` (and with `test` in the first slot) in one compiled program."""
+    K = tuple(derived_kernel(network, X, X, r, base, True) for r in range(2, order + 1))
+    if test is None:
+        return K, None
+    return K, tuple(derived_kernel(network, test, X, r, base, False) for r in range(2, order + 1))
 
 
 class Hierarchy(AbstractODE):
@@ -166,6 +192,50 @@ class ReducedHierarchy(AbstractODE):
                         f_test=state.get("fx"), dfdt_test=rates.get("fx"))
 
 
+class ReducedFourthOrder(AbstractODE):
+    """The p = 4 system in `(r, R, M)` (module docstring): `K(4)[r, R]` is contracted
+    through the network at `t = 0`, matrix-free. Test points (eq. (22)) carry their own
+    `M_x` (`K(4)(x, ...)[r, R]`)."""
+
+    network: AbstractNetwork
+    X: Array
+    X_test: Array | None
+    y: Array
+    K: tuple[Array, Array]
+    K_test: tuple[Array, Array] | None
+    solver: diffrax.AbstractSolver
+    info: tuple[tuple[str, int], ...] = eqx.field(static=True)
+
+    def record(self):
+        return dict(self.info)
+
+    def _kernel(self, K2, K3, M, R):
+        n = R.shape[0]
+        return K2 - contract_last(K3, R) / n + M / n**2
+
+    def _K4(self, X_first, r, R):
+        base = base_kernel(self.network, "auto")
+        return derived_contraction(self.network, self.X if X_first is None else X_first, self.X,
+                                   (r, R), base, X_first is None)
+
+    def field(self, t, state, args):
+        r, R = state["r"], state["R"]
+        n = r.shape[0]
+        out = {"r": -self._kernel(*self.K, state["M"], R) @ r / n, "R": r,
+               "M": self._K4(None, r, R)}
+        if "fx" in state:
+            out["fx"] = -self._kernel(*self.K_test, state["Mx"], R) @ r / n
+            out["Mx"] = self._K4(self.X_test, r, R)
+        return out
+
+    def observe(self, t, state, args):
+        rates = self.field(t, state, args)
+        f = state["r"] + self.y
+        return observed(f=f, dfdt=rates["r"], loss=half_mean_square(f, self.y),
+                        ntk=self._kernel(*self.K, state["M"], state["R"]),
+                        f_test=state.get("fx"), dfdt_test=rates.get("fx"))
+
+
 def choose_solver(state_size: int, stiffness: float) -> diffrax.AbstractSolver:
     """The automatic rule: `Kvaerno5` (implicit, L-stable) when the state is small
     enough for a dense Jacobian (`<= IMPLICIT_MAX_STATE`) and the linear part is
@@ -196,7 +266,9 @@ class NTHProblem(AbstractProblem):
     - `kernels`: precomputed `initial_kernels` (of this order or higher) instead of
       computing them.
     - `reduced`: for `order=3`, solve the `(r, R)` system (the default) instead of
-      evolving `K~(2)`; the two agree (tested).
+      evolving `K~(2)`; for `order=4`, the matrix-free `(r, R, M)` system, which never
+      forms `K(4)` (the default where `K(4)` would exceed `max_bytes`); both agree
+      with the full systems (tested).
     - `max_bytes`: the cap on each kernel tensor.
 
     The tolerances apply to the outputs and kernels (the state). The solution's
@@ -227,29 +299,42 @@ class NTHProblem(AbstractProblem):
         if reduced not in (None, True, False):
             raise TypeError(f"reduced={reduced!r}: pass None (automatic), True (the (r, R) "
                             "system of order 3) or False.")
-        if reduced is None:
-            reduced = p == 3
-        if reduced and p != 3:
-            raise ValueError(f"reduced=True is the p = 3 system; this problem has order={p}.")
+        if reduced is None:  # order 4: matrix-free only where the tensor K(4) does not fit
+            n_first = self.data.n + (0 if self.test is None else len(self.test))
+            reduced = p == 3 or (p == 4 and kernel_bytes(n_first, self.data.n, 4)
+                                 > settings.extra["max_bytes"])
+        if reduced and p not in (3, 4):
+            raise ValueError(f"reduced=True is the (r, R) system of order 3 or the matrix-free "
+                             f"(r, R, M) system of order 4; this problem has order={p}.")
         kernels = settings.extra["kernels"]
         if kernels is None:
-            kernels = initial_kernels(self, max_bytes=settings.extra["max_bytes"])
+            kernels = initial_kernels(self, order=3 if reduced else p,
+                                      max_bytes=settings.extra["max_bytes"])
         else:
             kernels = self._check_kernels(kernels)
-        kernels = kernels.truncate(p)
+        kernels = kernels.truncate(3 if reduced else p)
         f0, K = kernels.f, kernels.K
         testing = kernels.f_test is not None
         if reduced:
             state = {"r": f0 - y, "R": jnp.zeros_like(f0)}
+            if p == 4:
+                state["M"] = jnp.zeros_like(K[0])
         else:  # empty groups are left out: diffrax's buffers must be arrays (p = 2)
             state = {"f": f0, "K": tuple(K[:-1])} if p > 2 else {"f": f0}
         if testing:
             state["fx"] = kernels.f_test
+            if reduced and p == 4:
+                state["Mx"] = jnp.zeros_like(kernels.K_test[0])
             if p > 2 and not reduced:
                 state["Kx"] = tuple(kernels.K_test[:-1])
         size = sum(leaf.size for leaf in jax.tree_util.tree_leaves(state))
         solver = self._solver(solver, K[0], size)
         info = (("order", p), ("reduced", int(reduced)), ("state_size", int(size)))
+        if reduced and p == 4:
+            return ReducedFourthOrder(
+                network=self.network, X=self.data.X, X_test=self.test, y=y, K=tuple(K),
+                K_test=tuple(kernels.K_test) if testing else None, solver=solver,
+                info=info), state
         if reduced:
             Kx2, Kx3 = kernels.K_test if testing else (None, None)
             return ReducedHierarchy(y=y, K2=K[0], K3=K[1], Kx2=Kx2, Kx3=Kx3, solver=solver,

@@ -50,9 +50,12 @@ def check_float64() -> None:
         )
 
 
-def observed(*, f, loss, dfdt=None, ntk=None, f_test=None, dfdt_test=None) -> dict[str, Any]:
-    """The observables of one save, by name (`OBSERVABLES`)."""
-    return dict(f=f, dfdt=dfdt, loss=loss, ntk=ntk, f_test=f_test, dfdt_test=dfdt_test)
+def observed(*, f, loss, dfdt=None, ntk=None, f_test=None, dfdt_test=None,
+             observables=None) -> dict[str, Any]:
+    """The observables of one save, by name (`OBSERVABLES`); `observables` holds a
+    problem's further ones (`{name: array}`, named in the variable registry)."""
+    return dict(f=f, dfdt=dfdt, loss=loss, ntk=ntk, f_test=f_test, dfdt_test=dfdt_test,
+                observables={} if observables is None else observables)
 
 
 def half_mean_square(f, y):
@@ -92,13 +95,24 @@ class AbstractDynamics(eqx.Module):
 
 
 class AbstractODE(AbstractDynamics):
-    """`dy/dt = field(t, y)`, integrated by a diffrax solver."""
+    """`dy/dt = field(t, y)`, integrated by a diffrax solver; a dynamics with noise
+    (an SDE `dy = field dt + g dW`) or a factored method overrides `terms` and `stepping`."""
 
     solver: eqx.AbstractVar[diffrax.AbstractSolver]
 
     @abc.abstractmethod
     def field(self, t: Any, y: Any, args: Any) -> Any:
         """The right-hand side."""
+
+    def terms(self, t0: Any, t1: Any, y0: Any) -> diffrax.AbstractTerm:
+        """The terms of the equation on `[t0, t1]` from `y0`: `dy = field dt` (an ODE) by
+        default; an SDE returns `MultiTerm(ODETerm(field), ControlTerm(g, brownian))`."""
+        return diffrax.ODETerm(self.field)
+
+    def stepping(self, settings: Settings) -> tuple[diffrax.AbstractStepSizeController, Any]:
+        """`(step-size controller, dt0)`: by default adaptive, clipped to the save times,
+        from `settings.dt0`; an SDE steps on a fixed grid."""
+        return settings.controller(), settings.dt0
 
     @abc.abstractmethod
     def observe(self, t: Any, y: Any, args: Any) -> dict[str, Any]:
@@ -109,19 +123,20 @@ class AbstractODE(AbstractDynamics):
         return type(self.solver).__name__
 
     def run(self, y0, settings):
+        controller, dt0 = self.stepping(settings)
         return _integrate(self, y0, jnp.asarray(settings.t0, float), jnp.asarray(settings.t1, float),
-                          jnp.asarray(settings.ts), settings.controller(), settings.dt0,
-                          settings.max_steps, settings.meter())
+                          jnp.asarray(settings.ts), controller, dt0, settings.max_steps,
+                          settings.meter())
 
 
 @eqx.filter_jit
 def _integrate(dynamics, y0, t0, t1, ts, controller, dt0, max_steps, meter):
-    """The single diffrax call of every ODE problem: observables at `ts`, the state
-    at `t1` (for the final network), the status and the step counts."""
+    """The single diffrax call of every ODE (and SDE) problem: observables at `ts`,
+    the state at `t1` (for the final network), the status and the step counts."""
     saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=dynamics.observe),
                                   diffrax.SubSaveAt(t1=True)])
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(dynamics.field), dynamics.solver, t0, t1, dt0, y0,
+        dynamics.terms(t0, t1, y0), dynamics.solver, t0, t1, dt0, y0,
         saveat=saveat, stepsize_controller=controller, max_steps=max_steps,
         throw=False, progress_meter=meter,
     )

@@ -86,7 +86,8 @@ class Settings:
         """A PID controller on `norm`, stepping exactly onto every save time, so that
         saved values carry the solver's accuracy rather than an interpolant's."""
         return diffrax.ClipStepSizeController(
-            diffrax.PIDController(rtol=self.rtol, atol=self.atol, norm=self.norm),
+            diffrax.PIDController(rtol=jnp.asarray(self.rtol, float), atol=jnp.asarray(self.atol, float),
+                                  norm=self.norm),
             step_ts=jnp.asarray(self.ts))
 
     def meter(self) -> diffrax.AbstractProgressMeter:

@@ -29,6 +29,9 @@ class Solution(eqx.Module):
       batched under `vmap`). `status` is its name, `retcode` its integer code.
     - `stats`: steps taken, accepted, rejected (arrays).
     - `solver`, `options`: what produced it (for provenance).
+    - `observables`: a problem's further saved observables `{name: (time, ...)}`
+      (e.g. the gradient flow's `save_regime`: `movement`, `ntk_change`, `u`,
+      `theta`), described in the variable registry.
 
     Under `eqx.filter_vmap` every array (and `problem`, `network`) gains the batch
     axes in front.
@@ -51,6 +54,7 @@ class Solution(eqx.Module):
     stats: dict[str, Any]
     solver: str = eqx.field(static=True)
     options: dict[str, Any] = eqx.field(static=True)
+    observables: dict[str, Any] = eqx.field(default_factory=dict)
 
     @property
     def status(self) -> str:
