@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from ._lazy import xr
 
 #: Sweep axis over which an ensemble's members are summarised (median and band).

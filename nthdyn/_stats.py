@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from ._lazy import pd
-from ._lazy import xr
+
+from ._lazy import pd, xr
 
 
 def _check_dim(obj: xr.DataArray | xr.Dataset, dim: str, argument: str = "dim") -> None:

@@ -12,10 +12,10 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import numpy as np
-from .._lazy import xr
 
 from .._io import describe_function, json_default, solution_dataset
 from .._kernels import MAX_KERNEL_BYTES
+from .._lazy import xr
 from .._problems import AbstractProblem, NTHProblem, initial_kernels
 from .._solve import RETCODES, Solution, solve
 from .._solve._options import check_options

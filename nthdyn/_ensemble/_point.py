@@ -15,9 +15,9 @@ from typing import Any
 import equinox as eqx
 import jax
 import numpy as np
-from .._lazy import xr
 
 from .._io import attributes, coordinate
+from .._lazy import xr
 from .._problems import remake
 from ._computation import (
     LOST,
@@ -29,7 +29,13 @@ from ._computation import (
     nan_like,
     stack_members,
 )
-from ._problem import AUTO_BATCH_BYTES, EnsembleProblem, abstract_parameter_count, point_template, with_key
+from ._problem import (
+    AUTO_BATCH_BYTES,
+    EnsembleProblem,
+    abstract_parameter_count,
+    point_template,
+    with_key,
+)
 
 #: Errors of building a point that are the user's (a bad axis value): recorded, not raised.
 POINT_ERRORS = (ValueError, TypeError, MemoryError)

@@ -23,9 +23,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._lazy import xr
-
 from .._io import json_default, read_netcdf, write_netcdf
+from .._lazy import xr
 
 FORMAT = "nthdyn-sweep/1"
 

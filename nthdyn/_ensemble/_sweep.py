@@ -32,16 +32,17 @@ from typing import Any
 
 import jax
 import numpy as np
-from .._lazy import xr
 
 from .._io import coordinate, data_variables, provenance, read_netcdf, write_netcdf
 from .._io._provenance import CONVENTIONS, REFERENCES
+from .._lazy import xr
 from .._solve import RETCODES, SolverError, solve
 from ._computation import LOST as LOST_CODE, AbstractComputation, computation_for
 from ._executor import AbstractExecutor, InProcess, LostItem
 from ._point import lost_point, run_point
 from ._problem import EnsembleProblem
 from ._store import FORMAT, SweepStore, canonical
+
 
 def _run_point_timed(ensemble, computation, batch_size, index):
     start = time.perf_counter()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from .._lazy import xr
 
+from .._lazy import xr
 from .._network import trainable
 from .._solve import Solution
 from ._provenance import provenance

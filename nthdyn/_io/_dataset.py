@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from .._lazy import xr
 
+from .._lazy import xr
 from .._solve import Solution
 from ._provenance import provenance
 from ._variables import attributes, coordinate, variable

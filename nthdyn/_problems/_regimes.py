@@ -17,9 +17,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from .._lazy import xr
 from jaxtyping import Array, Float
 
+from .._lazy import xr
 from .._network import AbstractLayeredNetwork, AbstractNetwork, LowRankMatrix
 
 
