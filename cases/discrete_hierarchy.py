@@ -1,5 +1,7 @@
-"""The truncated hierarchy of discrete gradient descent (Huang & Yau eq. (29)) against true
-gradient descent: how its error falls with the width m and the step size eta.
+"""The discrete hierarchy (Huang & Yau eq. (29)) against true gradient descent, over m and eta.
+
+How the error of the truncated hierarchy of discrete gradient descent falls with the width m and
+the step size eta.
 
 For every seed and width, a two-layer tanh network is trained for K steps of gradient descent
 (theta <- theta - (eta/n) J^T r) and the order-s discrete hierarchy (nd.DiscreteNTHProblem,

@@ -1,5 +1,7 @@
-"""Lazy (NTK) vs rich (mean-field) training of f = (alpha/m) sum_j u_j tanh(theta_j . x) (paper 002,
-Fig. 7, Table I): how far the parameters and the NTK move as the scale alpha grows.
+"""Lazy (NTK) vs rich (mean-field) training of two-layer networks as alpha grows (paper 002, Fig. 7).
+
+f = (alpha/m) sum_j u_j tanh(theta_j . x) (paper 002, Fig. 7, Table I): how far the parameters and
+the NTK move as the scale alpha grows.
 
 For widths m and scales alpha from 1/2 to 256 (beyond sqrt(m)), a TwoLayer trained by gradient flow
 on n = 8 points of the sphere in R^3 (N(0, 1) labels) records, at the end of training, the relative
