@@ -18,13 +18,10 @@ t = 0 and at the end, with the teacher's theta_i marked, and the histogram of u 
 Writes mean_field_teacher.nc and mean_field_teacher.png.
 """
 
-import functools
 import time
 from pathlib import Path
 
 import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
@@ -43,21 +40,8 @@ def settings(quick):
 
 
 def teacher_and_data(cfg):
-    """The teacher F4 (theta_i ~ N(0, I_2), u_i = 1), n training inputs x ~ N(0, 100^2 I)
-    with labels F4(x) + N(0, 0.1^2), and n_test test inputs (key 2020)."""
-    theta, X, noise, X_test = _draws(cfg["n"], cfg["n_test"])
-    X, X_test = 100.0 * X, 100.0 * X_test
-    teacher = nd.TwoLayer.from_weights(theta, jnp.ones(4), alpha=1.0, activation="sigmoid")
-    y = eqx.filter_jit(lambda net, x: net(x))(teacher, X) + 0.1 * noise
-    return teacher, nd.TrainingSet(X, y), X_test
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _draws(n, n_test):
-    """The standard normal draws of `teacher_and_data`, in one compiled program."""
-    kt, kx, ke, ks = jax.random.split(jax.random.key(2020), 4)
-    return (jax.random.normal(kt, (4, 2)), jax.random.normal(kx, (n, 2)),
-            jax.random.normal(ke, (n,)), jax.random.normal(ks, (n_test, 2)))
+    """The teacher of paper 002 Fig. 6 and its data (`nd.sigmoid_teacher_data`, key 2020)."""
+    return nd.sigmoid_teacher_data(cfg["n"], cfg["n_test"], key=2020)
 
 
 def train(cfg, data, X_test, teacher, width, seed, tau):

@@ -18,11 +18,9 @@
 Writes random_features.nc and random_features.png.
 """
 
-import functools
 import time
 from pathlib import Path
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,20 +39,8 @@ def settings(quick):
 
 
 def teacher_and_data(cfg):
-    """The teacher of cases/mean_field_teacher.py (same key)."""
-    theta, X, noise, X_test = _draws(cfg["n"], cfg["n_test"])
-    X, X_test = 100.0 * X, 100.0 * X_test
-    teacher = nd.TwoLayer.from_weights(theta, jnp.ones(4), alpha=1.0, activation="sigmoid")
-    y = eqx.filter_jit(lambda net, x: net(x))(teacher, X) + 0.1 * noise
-    return teacher, nd.TrainingSet(X, y), X_test
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _draws(n, n_test):
-    """The standard normal draws of `teacher_and_data`, in one compiled program."""
-    kt, kx, ke, ks = jax.random.split(jax.random.key(2020), 4)
-    return (jax.random.normal(kt, (4, 2)), jax.random.normal(kx, (n, 2)),
-            jax.random.normal(ke, (n,)), jax.random.normal(ks, (n_test, 2)))
+    """The teacher of paper 002 Fig. 6 and its data (`nd.sigmoid_teacher_data`, key 2020)."""
+    return nd.sigmoid_teacher_data(cfg["n"], cfg["n_test"], key=2020)
 
 
 def rf_equals_kernel_regression(cfg, data, X_test):

@@ -29,6 +29,7 @@ from ._data import (
     circle_data as circle_data,
     digits_data as digits_data,
     product_teacher as product_teacher,
+    sigmoid_teacher_data as sigmoid_teacher_data,
     sphere_data as sphere_data,
 )
 from ._ensemble import (

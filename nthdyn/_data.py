@@ -260,3 +260,30 @@ def digits_data(
     else:
         y = labels(k)
     return TrainingSet(X, y)
+
+
+def sigmoid_teacher_data(n: int, n_test: int, *, key: Any = 2020):
+    """The teacher of Fang, Dong & Zhang (paper 002) Fig. 6 and its data: `F4(x) =
+    sum_{i=1..4} sigmoid(theta_i . x)` (a `TwoLayer` with `alpha = 1`, `u_i = 1`,
+    `theta_i ~ N(0, I_2)`), `n` training inputs `x ~ N(0, 100^2 I_2)` labelled
+    `F4(x) + N(0, 0.1^2)`, and `n_test` test inputs from the same law.
+
+    **Returns:** `(teacher, TrainingSet, X_test)`; every draw comes from `key` (an int
+    seed or a JAX key), so the same key gives the same teacher and data.
+    """
+    from ._network import TwoLayer
+
+    n = positive_int(n, "n")
+    n_test = positive_int(n_test, "n_test")
+    theta, X, noise, X_test = _teacher_draws(as_key(key), n, n_test)
+    teacher = TwoLayer.from_weights(theta, jnp.ones(4), alpha=1.0, activation="sigmoid")
+    y = eqx.filter_jit(lambda net, x: net(x))(teacher, 100.0 * X) + 0.1 * noise
+    return teacher, TrainingSet(100.0 * X, y), 100.0 * X_test
+
+
+@eqx.filter_jit
+def _teacher_draws(key, n, n_test):
+    """The standard normal draws of `sigmoid_teacher_data`, in one compiled program."""
+    kt, kx, ke, ks = jax.random.split(key, 4)
+    return (jax.random.normal(kt, (4, 2)), jax.random.normal(kx, (n, 2)),
+            jax.random.normal(ke, (n,)), jax.random.normal(ks, (n_test, 2)))

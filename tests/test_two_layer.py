@@ -271,3 +271,15 @@ def test_per_map_time_scales_reparametrize_alpha(ntk_flow):
     b = flow(one, time_scale=(C, C * alpha**2), weight_decay=0.0)
     assert np.max(np.abs(ntk_flow.f - b.f)) < 1e-10
     assert np.max(np.abs(alpha * ntk_flow.network.u - b.network.u)) < 1e-9
+
+
+def test_sigmoid_teacher_data_of_fig_6():
+    teacher, data, X_test = nd.sigmoid_teacher_data(2000, 7, key=2020)
+    again, same, _ = nd.sigmoid_teacher_data(2000, 7, key=2020)
+    np.testing.assert_array_equal(data.y, same.y)  # the key decides every draw
+    assert data.X.shape == (2000, 2) and X_test.shape == (7, 2)
+    assert teacher.alpha == 1.0 and np.all(np.asarray(teacher.u) == 1.0)
+    noise = np.asarray(data.y - teacher(data.X))  # labels are F4(x) + N(0, 0.1^2)
+    assert abs(noise.std() - 0.1) < 4 * 0.1 / np.sqrt(2 * 2000)
+    assert abs(noise.mean()) < 4 * 0.1 / np.sqrt(2000)
+    assert abs(np.asarray(data.X).std() - 100.0) < 4 * 100.0 / np.sqrt(2 * 4000)
