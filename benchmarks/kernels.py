@@ -51,9 +51,19 @@ unit sphere in R^8, N(0, 1) labels from `nthdyn.sphere_data`):
     best of its warm calls (as in (a)). `err_f(t=5)` is `||f - f~||_2` at the end
     (`nthdyn.compare`, eq. (18)).
 
+(c) Factored against dense directions (`factored=True` / `False` of
+    `nthdyn.hierarchy_kernel` and `hierarchy_contraction`) for K3, K4 and the
+    contraction `K4[r, r]`, over depths H = 1, 2, 3 and n = 6 (m = 4096), n = 32
+    (m = 1024), with the route that `factored=None` chooses; times and memory as in (a).
+
+(d) End to end at H = 2, m = 4096, n = 6, t in [0, 20]: the order-4 NTH
+    (`initial_kernels` with factored or dense directions, then `solve`) against the
+    exact flow (Dopri8, rtol = atol = 1e-12, factored or dense stages), each a first
+    call and one warm call.
+
 Run:
 
-    python benchmarks/kernels.py            # full tables (several minutes on 2 CPU cores)
+    python benchmarks/kernels.py            # full tables (about 15 minutes on 2 CPU cores)
     python benchmarks/kernels.py --quick    # tiny sizes, about a minute
 """
 
@@ -74,15 +84,20 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import nthdyn as nd  # noqa: E402
-from nthdyn._kernels import base_kernel, derived_kernel  # noqa: E402
+from nthdyn._kernels import base_kernel, derived_contraction, derived_kernel  # noqa: E402
+from nthdyn._kernels._hierarchy import factoring_chosen  # noqa: E402
 
 D = 8
 ACTIVATION = "tanh"
 METHODS = ("structured", "jacobian")
 FULL = dict(orders=(3, 4), n=(4, 8, 16), m=(128, 512, 2048),
-            widths=(1024, 4096, 16384), nth_n=8, t1=5.0, nth_orders=(2, 3, 4))
+            widths=(1024, 4096, 16384), nth_n=8, t1=5.0, nth_orders=(2, 3, 4),
+            factored=dict(depths=(1, 2, 3), n=(6, 32), m={6: 4096, 32: 1024}),
+            end_to_end=dict(depth=2, n=6, m=4096, t1=20.0))
 QUICK = dict(orders=(3, 4), n=(4, 8), m=(32, 64),
-             widths=(64, 256), nth_n=4, t1=1.0, nth_orders=(2, 3, 4))
+             widths=(64, 256), nth_n=4, t1=1.0, nth_orders=(2, 3, 4),
+             factored=dict(depths=(1, 2), n=(4, 8), m={4: 256, 8: 128}),
+             end_to_end=dict(depth=2, n=4, m=256, t1=2.0))
 
 
 def fixed(value: float) -> str:
@@ -304,8 +319,8 @@ def nth_table(sizes, args):
           "first call (compilation included) and best warm call [s]")
     print()
     table(("m", "P", "first [s]", "warm [s]", "steps"), flow_rows)
-    print(f"Truncated NTH: kernels = nthdyn.initial_kernels (K2..Kp at t = 0), "
-          f"ODE = nthdyn.solve with those kernels given; first call and best warm call [s]")
+    print("Truncated NTH: kernels = nthdyn.initial_kernels (K2..Kp at t = 0), "
+          "ODE = nthdyn.solve with those kernels given; first call and best warm call [s]")
     print()
     table(("m", "p", "kernels first", "kernels warm", "ODE first", "ODE warm", "ODE steps",
            "solver", "state size", f"err_f(t={t1:g})"), nth_rows)
@@ -324,6 +339,111 @@ def nth_table(sizes, args):
     table(("p", "ODE ratio", "kernels (or flow) ratio"), ratios)
 
 
+# ---------------------------------------------------------------------------
+# (c) Factored against dense directions.
+
+#: The kernels of table (c): (label, order, number of contracted slots).
+FACTORED_KERNELS = (("K3", 3, 0), ("K4", 4, 0), ("K4[r,r]", 4, 2))
+
+
+def compile_directions(net, X, order, contracted, factored):
+    """`hierarchy_kernel` (or, with `contracted` slots, `hierarchy_contraction` with
+    `contracted` vectors) with factored or dense directions, compiled as a function of
+    (parameters, X, vectors)."""
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    base = base_kernel(net, "structured")
+    vectors = tuple(jnp.linspace(-1.0, 1.0, X.shape[0]) ** (j + 1) for j in range(contracted))
+
+    def fn(params, X, vectors):
+        network = eqx.combine(params, static)
+        if contracted:
+            return derived_contraction(network, X, X, vectors, base, True, False, factored)
+        return derived_kernel(network, X, X, order, base, True, False, factored)
+
+    compiled = jax.jit(fn).lower(params, X, vectors).compile()
+    return lambda: compiled(params, X, vectors), memory(compiled)
+
+
+def factored_table(sizes, args):
+    cfg = sizes["factored"]
+    print("(c) Factored directions (grad f_b as rank-one terms g_k(x_b) u_k(x_b)^T on every "
+          "map, batched) against dense parameter-sized directions, MLP tanh, d = 8")
+    print()
+    rows = []
+    for depth, n, (label, order, contracted) in itertools.product(
+            cfg["depths"], cfg["n"], FACTORED_KERNELS):
+        m = cfg["m"][n]
+        net = nd.MLP(D, m, depth, ACTIVATION, key=jax.random.key(1))
+        X = nd.sphere_data(n, D, key=jax.random.key(0)).X
+        columns = (order - 2) * n
+        auto = factoring_chosen(net, base_kernel(net, "structured"), columns, None)
+        row = [label, str(depth), str(n), str(m), "factored" if auto else "dense"]
+        runs, mems, results = {}, {}, {}
+        for factored in (False, True):
+            runs[factored], mems[factored] = compile_directions(net, X, order, contracted,
+                                                                factored)
+            results[factored], first = timed(runs[factored])
+        if first > args.max_time:
+            rows.append(row + [fixed(first * 1e3) + " (1 call)"] + ["-"] * 5)
+            continue
+        times = {False: [], True: []}
+        while any(wants_more(times[k], args.reps, args.budget) for k in times):
+            for factored in times:
+                if wants_more(times[factored], args.reps, args.budget):
+                    times[factored].append(timed(runs[factored])[1])
+        dense, fact = min(times[False]), min(times[True])
+        diff = jnp.max(jnp.abs(results[True] - results[False])) / jnp.max(jnp.abs(results[False]))
+        rows.append(row + [fixed(dense * 1e3), fixed(fact * 1e3), f"{dense / fact:.2f}",
+                           fixed(mems[False] / 1e6), fixed(mems[True] / 1e6), f"{float(diff):.1e}"])
+        print(f"  measured {label} H={depth} n={n} m={m}: {dense / fact:.2f}x", flush=True)
+    print()
+    table(("kernel", "H", "n", "m", "auto chooses", "t_dense [ms]", "t_factored [ms]",
+           "dense/factored", "mem_dense [MB]", "mem_factored [MB]", "max rel diff"), rows)
+
+
+# ---------------------------------------------------------------------------
+# (d) The order-4 hierarchy against the exact flow, end to end.
+
+
+def end_to_end_table(sizes, args):
+    cfg = sizes["end_to_end"]
+    depth, n, m, t1 = cfg["depth"], cfg["n"], cfg["m"], cfg["t1"]
+    data = nd.sphere_data(n, D, key=jax.random.key(0))
+    net = nd.MLP(D, m, depth, ACTIVATION, key=jax.random.key(1))
+    saveat = np.linspace(0.0, t1, 11)
+    print(f"(d) End to end, MLP depth {depth}, m = {m}, n = {n}, t in [0, {t1:g}]: the order-4 "
+          "NTH (initial_kernels, then solve) against the exact flow (Dopri8, rtol = atol = "
+          "1e-12)")
+    print()
+    flow_problem = nd.GradientFlowProblem(net, data, (0.0, t1))
+    nth_problem = nd.NTHProblem(net, data, 4, (0.0, t1))
+
+    def nth(factored):
+        def run():
+            kernels = nd.initial_kernels(nth_problem, factored=factored)
+            return nd.solve(nth_problem, saveat=saveat, kernels=kernels)
+        return run
+
+    runs = {
+        "exact flow, factored stages": lambda: nd.solve(
+            flow_problem, nd.Dopri8(), saveat=saveat, rtol=1e-12, atol=1e-12, factored=True),
+        "exact flow, dense stages": lambda: nd.solve(
+            flow_problem, nd.Dopri8(), saveat=saveat, rtol=1e-12, atol=1e-12, factored=False),
+        "NTH p = 4, factored directions": nth(True),
+        "NTH p = 4, dense directions": nth(False),
+    }
+    rows, warm = [], {}
+    for name, run in runs.items():
+        first, warm[name] = repeat(run, 1, 0.0)
+        rows.append([name, fixed(first), fixed(warm[name])])
+        print(f"  {name}: {warm[name]:.2f} s", flush=True)
+    flows = [k for k in runs if k.startswith("exact")]
+    print()
+    table(("computation", "first call [s]", "warm [s]")
+          + tuple(f"{k.split(', ')[1]} flow / this" for k in flows),
+          [row + [f"{warm[k] / warm[row[0]]:.1f}" for k in flows] for row in rows])
+
+
 def header(args, quick):
     device = jax.devices()[0]
     found = nd.versions()
@@ -335,8 +455,8 @@ def header(args, quick):
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     if load:
         print(f"  load average at start: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min)")
-    print(f"  network: MLP (Huang-Yau eq. (1)-(2)), depth 1, {ACTIVATION}, d = {D}, inputs on"
-          f" the unit sphere{'; --quick sizes' if quick else ''}")
+    print(f"  network: MLP (Huang-Yau eq. (1)-(2)), {ACTIVATION}, d = {D}, inputs on the unit "
+          f"sphere; depth 1 in tables (a), (b){'; --quick sizes' if quick else ''}")
     print(f"  time: best wall time of >= {args.reps} calls (more, up to {MAX_CALLS}, until they add "
           f"up to {MIN_TOTAL_S:g} s) after one warm-up call; memory: XLA compiled memory "
           "analysis, temp + output bytes (1 MB = 1e6 bytes)")
@@ -356,8 +476,9 @@ def main(argv=None):
     parser.add_argument("--max-memory", type=float, default=8.0, metavar="GB",
                         help="skip a kernel configuration whose compiled memory is larger "
                              "(default 8 GB)")
-    parser.add_argument("--only", choices=("kernels", "nth"), default=None,
-                        help="run only table (a) 'kernels' or (b) 'nth'")
+    parser.add_argument("--only", choices=("kernels", "nth", "factored", "end-to-end"),
+                        default=None, help="run only table (a) 'kernels', (b) 'nth', "
+                        "(c) 'factored' or (d) 'end-to-end'")
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error(f"--reps={args.reps}: must be >= 1")
@@ -368,6 +489,10 @@ def main(argv=None):
         kernels_table(sizes, args)
     if args.only in (None, "nth"):
         nth_table(sizes, args)
+    if args.only in (None, "factored"):
+        factored_table(sizes, args)
+    if args.only in (None, "end-to-end"):
+        end_to_end_table(sizes, args)
     print(f"total {time.perf_counter() - start:.0f} s")
 
 

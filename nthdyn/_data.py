@@ -43,7 +43,9 @@ def check_inputs(X: Any, name: str = "X", *, in_size: int | None = None) -> Arra
     the shape can be checked."""
     traced = isinstance(X, jax.core.Tracer)
     values = None if traced else float_values(X, name)
-    X = jnp.asarray(X if traced else values, dtype=jnp.result_type(float))
+    dtype = jnp.result_type(float)
+    if traced or not (isinstance(X, jax.Array) and X.dtype == dtype):  # no copy back
+        X = jnp.asarray(X if traced else values, dtype=dtype)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(
             f"{name} has shape {X.shape}: expected a non-empty matrix (n, d), one row "

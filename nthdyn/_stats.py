@@ -188,7 +188,7 @@ def fit_power_law(
     out["prefactor"] = np.exp(out["intercept"])
     what = da.attrs.get("long_name", da.name or "y")
     method = ("Student-t interval of the least-squares slope in log-log, "
-              f"t quantile with n_points - 2 degrees of freedom" if interval == "t" else
+              "t quantile with n_points - 2 degrees of freedom" if interval == "t" else
               f"percentile bootstrap over {sample_dim!r} ({n_boot} resamples, seed {seed}, "
               f"the same draw at every {dim})")
     attrs = {

@@ -105,7 +105,7 @@ def test_cli_info_missing_or_broken_file(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             main(["info", str(path)])
         err = capsys.readouterr().err
-        assert exit_.value.code == 2 and f"nthdyn info: " in err and reason in err
+        assert exit_.value.code == 2 and "nthdyn info: " in err and reason in err
         assert err.count("\n") == 1  # one line, no traceback
 
 

@@ -9,6 +9,7 @@ from ._hierarchy import (
     contract_last as contract_last,
     derived_contraction as derived_contraction,
     derived_kernel as derived_kernel,
+    factoring_chosen as factoring_chosen,
     hierarchy_contraction as hierarchy_contraction,
     hierarchy_kernel as hierarchy_kernel,
     kernel_bytes as kernel_bytes,

@@ -68,7 +68,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._checks import positive_int
-from .._network import AbstractNetwork, trainable
+from .._network import AbstractNetwork
 from ._hierarchy import (
     MAX_KERNEL_BYTES,
     base_kernel,
@@ -79,6 +79,7 @@ from ._hierarchy import (
     derive_along_each,
     derived_contraction,
     derived_kernel,
+    factoring_chosen,
     kernel_inputs,
 )
 from ._ntk import check_network
@@ -91,22 +92,20 @@ _MATRIX_FREE = "taylor_contraction or output_update (matrix-free contractions)"
 def output_taylor_kernel_traced(network, X_first, X, order):
     """`output_taylor_kernel` without input checks (traceable): `f(X_first)`
     differentiated `order - 1` times along the fixed directions `grad f_b`."""
-    params, static = trainable(network)
-    fn = lambda p: eqx.combine(p, static)(X_first)  # noqa: E731
+    fn = lambda net: net(X_first)  # noqa: E731
     for _ in range(order - 1):
-        fn = derive_along_each(fn, static, X, at=params)
-    return fn(params)
+        fn = derive_along_each(fn, X, at=network)
+    return fn(network)
 
 
 @eqx.filter_jit
 def _output_update(network, X_first, X, r, order):
-    params, static = trainable(network)
     c = -r / X.shape[0]  # the step is grad (c . f) = -(1/n) J^T r, fixed at the parameters
-    fn = lambda p: eqx.combine(p, static)(X_first)  # noqa: E731
-    coefficients = [fn(params)]
+    fn = lambda net: net(X_first)  # noqa: E731
+    coefficients = [fn(network)]
     for j in range(1, order + 1):
-        fn = derive_along(fn, static, X, c, at=params)
-        coefficients.append(fn(params) / math.factorial(j))
+        fn = derive_along(fn, X, c, at=network)
+        coefficients.append(fn(network) / math.factorial(j))
     return jnp.stack(coefficients)
 
 
@@ -118,6 +117,7 @@ def taylor_kernel(
     X_first: Float[Array, "n1 d"] | None = None,
     method: str = "auto",
     max_bytes: int = MAX_KERNEL_BYTES,
+    factored: bool | None = None,
 ) -> Float[Array, "n1 n ..."]:
     """The Taylor kernel `calK(order)` of eq. (29), shape `(n1, n, ..., n)` with
     `order` slots:
@@ -130,7 +130,8 @@ def taylor_kernel(
 
     **Arguments:** as `hierarchy_kernel`: `network`, training inputs `X`, `order >= 2`
     (a smooth activation for `order >= 3`), `X_first` for the first slot (test
-    points), `method` (`"auto"`, `"structured"`, `"jacobian"`), `max_bytes`.
+    points), `method` (`"auto"`, `"structured"`, `"jacobian"`), `max_bytes`, `factored`
+    (rank-one directions; `None` chooses by shape).
 
     Cost: about `(2 n)^(r-2)` times one K2; memory `8 n1 n^(r-1)` bytes.
     """
@@ -140,7 +141,8 @@ def taylor_kernel(
     X, X_first, symmetric = kernel_inputs(network, X, X_first)
     check_kernel_size(f"calK({order})", X_first.shape[0], X.shape[0], order, max_bytes,
                       _MATRIX_FREE)
-    return derived_kernel(network, X_first, X, order, base, symmetric, fixed=True)
+    factored = factoring_chosen(network, base, (order - 2) * X.shape[0], factored)
+    return derived_kernel(network, X_first, X, order, base, symmetric, True, factored)
 
 
 def taylor_contraction(
@@ -150,6 +152,7 @@ def taylor_contraction(
     *,
     X_first: Float[Array, "n1 d"] | None = None,
     method: str = "auto",
+    factored: bool | None = None,
 ) -> Float[Array, "n1 n"]:
     """`calK(r)[c_3, ..., c_r]`, `r = 2 + len(vectors)`: the Taylor kernel with its
     slots `3..r` contracted, as an `(n1, n)` matrix, matrix-free: the derivative of
@@ -157,7 +160,7 @@ def taylor_contraction(
 
     With `vectors = [r] * j` this is the `eta^j` coefficient of
     `K2(theta - eta/n J^T r)` times `j! (-n)^j` (eq. (29)). Cost: about `2^(r-2)`
-    times one K2.
+    times one K2. `factored`: as in `taylor_kernel`.
     """
     check_network(network)
     X, X_first, symmetric = kernel_inputs(network, X, X_first)
@@ -168,8 +171,9 @@ def taylor_contraction(
     vectors = tuple(check_vector(c, f"vectors[{j}]", X.shape[0], X.dtype)
                     for j, c in enumerate(vectors))
     check_order(network, 2 + len(vectors), name="2 + len(vectors)")
-    return derived_contraction(network, X_first, X, vectors, base_kernel(network, method),
-                               symmetric, fixed=True)
+    base = base_kernel(network, method)
+    factored = factoring_chosen(network, base, len(vectors) * X.shape[0], factored)
+    return derived_contraction(network, X_first, X, vectors, base, symmetric, True, factored)
 
 
 def output_taylor_kernel(

@@ -6,6 +6,8 @@ from ._base import (
     LowRankMatrix as LowRankMatrix,
     as_key as as_key,
     densify as densify,
+    low_rank as low_rank,
+    low_rank_pays as low_rank_pays,
     parameter_count as parameter_count,
     trainable as trainable,
 )

@@ -171,7 +171,8 @@ class AbstractLayeredNetwork(AbstractNetwork):
     def trained_maps(self) -> tuple[int, ...]:
         """The indices of the linear maps that are trained: all but `frozen`.
         The structured kernels sum over these maps only."""
-        return tuple(k for k in range(len(self.tap_sizes())) if k not in self.frozen)
+        sizes = type(self).tap_sizes(self)  # not `self.tap_sizes`: see `low_rank_pays`
+        return tuple(k for k in range(len(sizes)) if k not in self.frozen)
 
     def trainable_filter(self):
         """True on the floating-point arrays of the maps that are not frozen."""
@@ -247,6 +248,36 @@ def add_outer_to(matrix: Any, left: Array, right: Array) -> Any:
     if isinstance(matrix, LowRankMatrix):
         return matrix.add_outer(left, right)
     return matrix + (left @ right.T).astype(matrix.dtype)
+
+
+#: Hold a map's matrix as a `LowRankMatrix` only when its smaller side is at least this
+#: many times the columns its updates append (below it a dense update is as fast).
+FACTOR_MARGIN = 4
+
+
+def low_rank(network: Any, capacity: int) -> Any:
+    """`network` with every trained factorable matrix as an empty `LowRankMatrix` of
+    `capacity` columns (a layered network's `add_outer` then appends factors)."""
+    for k in network.trained_maps():
+        where = network.factorable(k)
+        if where is not None:
+            network = eqx.tree_at(where, network, LowRankMatrix.empty(where(network), capacity))
+    return network
+
+
+def low_rank_pays(network: Any, columns: int) -> bool:
+    """Whether updates of `columns` outer products are cheaper as factors: a layered
+    network with a trained factorable matrix whose smaller side is at least
+    `FACTOR_MARGIN * columns` (then a product with `W0 + A B^T` costs about as much as
+    with `W0`, while a dense update of `W0` would touch all its entries)."""
+    if not isinstance(network, AbstractLayeredNetwork):
+        return False
+    # Methods through the class: an equinox Module wraps each method it hands out in a
+    # pytree (`BoundMethod`, ~35 us), and this runs eagerly on every kernel call.
+    cls = type(network)
+    sides = [min(where(network).shape) for k in cls.trained_maps(network)
+             if (where := cls.factorable(network, k)) is not None]
+    return any(side >= FACTOR_MARGIN * columns for side in sides)
 
 
 def densify(network: Any) -> Any:

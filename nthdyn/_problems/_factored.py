@@ -37,11 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._network import AbstractLayeredNetwork, LowRankMatrix, trainable
-
-#: Factor the stages of a map only when its smaller side holds at least this many times
-#: the `s n` columns a step appends (below it the dense path is as fast).
-FACTOR_MARGIN = 4
+from .._network import AbstractLayeredNetwork, low_rank, low_rank_pays, trainable
 
 
 class FactoredStages(diffrax.AbstractTerm):
@@ -114,7 +110,7 @@ class FactoredRungeKutta(diffrax.AbstractAdaptiveSolver):
         terms = terms if isinstance(terms, FactoredStages) else terms.term  # diffrax's WrapTerm
         flow = terms.flow
         dense = eqx.combine(y0, flow.static)
-        start = _low_rank(dense, s * flow.X.shape[0])
+        start = low_rank(dense, s * flow.X.shape[0])
         shapes = [(np.shape(g), np.shape(u)) for g, u in zip(*jax.eval_shape(terms.factors, dense))]
         G0 = [jnp.zeros((s, *g), _dtype(y0)) for g, _ in shapes]
         U0 = [jnp.zeros((s, *u), _dtype(y0)) for _, u in shapes]
@@ -145,23 +141,8 @@ def _dtype(y0: Any) -> Any:
     return jax.tree_util.tree_leaves(y0)[0].dtype
 
 
-def _low_rank(network: AbstractLayeredNetwork, capacity: int) -> AbstractLayeredNetwork:
-    """`network` with every trained factorable matrix as an empty `LowRankMatrix` of
-    `capacity` columns."""
-    for k in network.trained_maps():
-        where = network.factorable(k)
-        if where is not None:
-            network = eqx.tree_at(where, network, LowRankMatrix.empty(where(network), capacity))
-    return network
-
-
 def factoring_pays(network: Any, n: int, method: Any) -> bool:
-    """The automatic rule: an explicit Runge-Kutta method, a layered network, and a
-    trained factorable matrix whose smaller side is at least `FACTOR_MARGIN s n`."""
-    if not isinstance(network, AbstractLayeredNetwork) or not isinstance(
-            method, diffrax.AbstractERK):
-        return False
-    columns = method.tableau.num_stages * n
-    sides = [min(where(network).shape) for k in network.trained_maps()
-             if (where := network.factorable(k)) is not None]
-    return any(side >= FACTOR_MARGIN * columns for side in sides)
+    """The automatic rule: an explicit Runge-Kutta method and a layered network whose
+    stages (`s n` columns a step) pay as factors (`low_rank_pays`)."""
+    return isinstance(method, diffrax.AbstractERK) and low_rank_pays(
+        network, method.tableau.num_stages * n)

@@ -48,6 +48,7 @@ from .._kernels import (
     contract_last,
     derived_contraction,
     derived_kernel,
+    factoring_chosen,
     kernel_bytes,
 )
 from .._network import AbstractNetwork
@@ -93,10 +94,12 @@ class HierarchyKernels(eqx.Module):
 
 
 def initial_kernels(problem: NTHProblem, *, order: int | None = None,
-                    max_bytes: int = MAX_KERNEL_BYTES) -> HierarchyKernels:
+                    max_bytes: int = MAX_KERNEL_BYTES,
+                    factored: bool | None = None) -> HierarchyKernels:
     """The outputs and kernels `K(2..p)` of `problem`'s network at `t = 0` (eq. (15),
     and (22) with test points in the first slot); `order` overrides the problem's
-    `p` (kernels of a higher order serve every lower order).
+    `p` (kernels of a higher order serve every lower order); `factored` as in
+    `hierarchy_kernel` (rank-one directions; `None` chooses by shape).
 
     Cost: that of `hierarchy_kernel` for each order `2..p`, i.e. dominated by `K(p)`:
     about `(3 n)^(p-2)` times one K2; one compiled program computes them all."""
@@ -109,17 +112,21 @@ def initial_kernels(problem: NTHProblem, *, order: int | None = None,
     check_kernel_size(f"K({p})", X.shape[0], X.shape[0], p, max_bytes, instead)
     if test is not None:
         check_kernel_size(f"K({p}) with test points", len(test), X.shape[0], p, max_bytes, instead)
-    K, K_test = _kernels(net, X, test, p, base_kernel(net, "auto"))
+    base = base_kernel(net, "auto")
+    factored = factoring_chosen(net, base, (p - 2) * X.shape[0], factored)
+    K, K_test = _kernels(net, X, test, p, base, factored)
     return HierarchyKernels(net(X), K, None if test is None else net(test), K_test)
 
 
 @eqx.filter_jit
-def _kernels(network, X, test, order, base):
+def _kernels(network, X, test, order, base, factored):
     """`K(2..order)` on `X` (and with `test` in the first slot) in one compiled program."""
-    K = tuple(derived_kernel(network, X, X, r, base, True) for r in range(2, order + 1))
+    K = tuple(derived_kernel(network, X, X, r, base, True, False, factored)
+              for r in range(2, order + 1))
     if test is None:
         return K, None
-    return K, tuple(derived_kernel(network, test, X, r, base, False) for r in range(2, order + 1))
+    return K, tuple(derived_kernel(network, test, X, r, base, False, False, factored)
+                    for r in range(2, order + 1))
 
 
 class Hierarchy(AbstractODE):
