@@ -104,6 +104,8 @@ def test_nan_weights_are_nonfinite_not_max_steps(data):
     bad = eqx.tree_at(lambda n: n.readout, net, net.readout.at[0].set(np.nan))
     sol = nd.solve(nd.GradientFlowProblem(bad, data, (0.0, 1.0)), throw=False)
     assert sol.status == "nonfinite"
+    # stopped at once, not after max_steps = 100,000 rejected steps
+    assert int(sol.stats["num_steps"]) == 0
     with pytest.raises(nd.SolverError, match="nonfinite: the outputs became non-finite"):
         nd.solve(nd.GradientFlowProblem(bad, data, (0.0, 1.0)))
 

@@ -135,10 +135,17 @@ def _integrate(dynamics, y0, t0, t1, ts, controller, dt0, max_steps, meter):
     the state at `t1` (for the final network), the status and the step counts."""
     saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=dynamics.observe),
                                   diffrax.SubSaveAt(t1=True)])
+    # A non-finite start: every step's error estimate is NaN, so the controller would
+    # reject steps until max_steps (100,000 for nothing). The event ends it at once;
+    # `from_diffrax` reports it as `nonfinite`. (A finite start stays finite: a step
+    # whose error estimate is not finite is rejected.)
+    start_is_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf))
+                                         for leaf in jax.tree_util.tree_leaves(y0)]))
+    stop = lambda t, y, args, **kwargs: ~start_is_finite  # noqa: E731
     sol = diffrax.diffeqsolve(
         dynamics.terms(t0, t1, y0), dynamics.solver, t0, t1, dt0, y0,
         saveat=saveat, stepsize_controller=controller, max_steps=max_steps,
-        throw=False, progress_meter=meter,
+        throw=False, progress_meter=meter, event=diffrax.Event(stop),
     )
     saved, last = sol.ys
     y1 = jax.tree_util.tree_map(lambda leaf: leaf[-1], last)

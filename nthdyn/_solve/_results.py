@@ -67,13 +67,14 @@ def name(result: Any) -> str:
 
 def from_diffrax(result: diffrax.RESULTS, *observed: Any) -> RESULTS:
     """diffrax's status mapped onto `RESULTS` (traceable), with `nonfinite` where a
-    NaN was saved (a NaN state makes the step controller reject every step, which
-    diffrax reports as max_steps; saves it never reached it fills with inf, not NaN),
-    and where a successful solve saved an inf."""
+    NaN was saved or the solve's one event (a non-finite start, `_integrate`) stopped it
+    (saves it never reached diffrax fills with inf, not NaN), and where a successful
+    solve saved an inf."""
     status = RESULTS.where(
         result == diffrax.RESULTS.successful, RESULTS.successful,
         RESULTS.where(result == diffrax.RESULTS.max_steps_reached, RESULTS.max_steps_reached,
-                      RESULTS.solver_failure))
+                      RESULTS.where(result == diffrax.RESULTS.event_occurred, RESULTS.nonfinite,
+                                    RESULTS.solver_failure)))
     leaves = [leaf for leaf in jax.tree_util.tree_leaves(observed) if eqx.is_array(leaf)]
     nan = jnp.any(jnp.stack([jnp.any(jnp.isnan(leaf)) for leaf in leaves]))
     return check_finite(RESULTS.where(nan, RESULTS.nonfinite, status), *observed)
