@@ -61,6 +61,11 @@ unit sphere in R^8, N(0, 1) labels from `nthdyn.sphere_data`):
     exact flow (Dopri8, rtol = atol = 1e-12, factored or dense stages), each a first
     call and one warm call.
 
+(e) Fixed costs: one call of `nthdyn.hierarchy_kernel(net, X, 3)` and of
+    `hierarchy_contraction(net, X, [c])` (input checks included) against plain nested
+    `jax.jvp` of a Jacobian NTK, jitted, at depth 1, n = 6, m = 128 and 1024: best of
+    200 alternating calls.
+
 Run:
 
     python benchmarks/kernels.py            # full tables (about 15 minutes on 2 CPU cores)
@@ -93,11 +98,11 @@ METHODS = ("structured", "jacobian")
 FULL = dict(orders=(3, 4), n=(4, 8, 16), m=(128, 512, 2048),
             widths=(1024, 4096, 16384), nth_n=8, t1=5.0, nth_orders=(2, 3, 4),
             factored=dict(depths=(1, 2, 3), n=(6, 32), m={6: 4096, 32: 1024}),
-            end_to_end=dict(depth=2, n=6, m=4096, t1=20.0))
+            end_to_end=dict(depth=2, n=6, m=4096, t1=20.0), overhead_m=(128, 1024))
 QUICK = dict(orders=(3, 4), n=(4, 8), m=(32, 64),
              widths=(64, 256), nth_n=4, t1=1.0, nth_orders=(2, 3, 4),
              factored=dict(depths=(1, 2), n=(4, 8), m={4: 256, 8: 128}),
-             end_to_end=dict(depth=2, n=4, m=256, t1=2.0))
+             end_to_end=dict(depth=2, n=4, m=256, t1=2.0), overhead_m=(128,))
 
 
 def fixed(value: float) -> str:
@@ -444,6 +449,54 @@ def end_to_end_table(sizes, args):
           [row + [f"{warm[k] / warm[row[0]]:.1f}" for k in flows] for row in rows])
 
 
+# ---------------------------------------------------------------------------
+# (e) Fixed costs of a call: nthdyn's public functions against plain nested jvp.
+
+
+def overhead_table(sizes, args):
+    n = 6
+    X = nd.sphere_data(n, D, key=jax.random.key(0)).X
+    c = jnp.linspace(-1.0, 1.0, n)
+    print(f"(e) One call of a small kernel, MLP depth 1, n = {n}: nthdyn's public function (input "
+          "checks included) against plain nested jax.jvp of a Jacobian NTK, jitted")
+    print()
+    rows = []
+    for m in sizes["overhead_m"]:
+        net = nd.MLP(D, m, 1, ACTIVATION, key=jax.random.key(1))
+        params, static = eqx.partition(net, eqx.is_inexact_array)
+
+        def ntk_of(p):
+            J = jax.jacrev(lambda q: eqx.combine(q, static)(X))(p)
+            blocks = [leaf.reshape(n, -1) for leaf in jax.tree_util.tree_leaves(J)]
+            return sum(b @ b.T for b in blocks)
+
+        @jax.jit
+        def plain_K3(p):
+            def along(x):
+                direction = jax.grad(lambda q: eqx.combine(q, static).apply(x))(p)
+                return jax.jvp(ntk_of, (p,), (direction,))[1]
+            return jnp.moveaxis(jax.lax.map(along, X), 0, -1)
+
+        @jax.jit
+        def plain_contraction(p, c):
+            direction = jax.grad(lambda q: jnp.dot(c, eqx.combine(q, static)(X)))(p)
+            return jax.jvp(ntk_of, (p,), (direction,))[1]
+
+        pairs = {"K3": (lambda: nd.hierarchy_kernel(net, X, 3), lambda: plain_K3(params)),
+                 "K3[c]": (lambda: nd.hierarchy_contraction(net, X, [c]),
+                           lambda: plain_contraction(params, c))}
+        for label, (ours, plain) in pairs.items():
+            diff = float(jnp.max(jnp.abs(ours() - plain())))
+            times = {0: [], 1: []}
+            for _ in range(max(args.reps, 200)):
+                for k, fn in enumerate((ours, plain)):
+                    times[k].append(timed(fn)[1])
+            t_ours, t_plain = min(times[0]), min(times[1])
+            rows.append([label, str(m), fixed(t_ours * 1e6), fixed(t_plain * 1e6),
+                         f"{t_plain / t_ours:.2f}", f"{diff:.1e}"])
+    table(("kernel", "m", "nthdyn [us]", "plain jvp [us]", "plain/nthdyn", "max abs diff"), rows)
+
+
 def header(args, quick):
     device = jax.devices()[0]
     found = nd.versions()
@@ -476,9 +529,9 @@ def main(argv=None):
     parser.add_argument("--max-memory", type=float, default=8.0, metavar="GB",
                         help="skip a kernel configuration whose compiled memory is larger "
                              "(default 8 GB)")
-    parser.add_argument("--only", choices=("kernels", "nth", "factored", "end-to-end"),
+    parser.add_argument("--only", choices=("kernels", "nth", "factored", "end-to-end", "overhead"),
                         default=None, help="run only table (a) 'kernels', (b) 'nth', "
-                        "(c) 'factored' or (d) 'end-to-end'")
+                        "(c) 'factored', (d) 'end-to-end' or (e) 'overhead'")
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error(f"--reps={args.reps}: must be >= 1")
@@ -493,6 +546,8 @@ def main(argv=None):
         factored_table(sizes, args)
     if args.only in (None, "end-to-end"):
         end_to_end_table(sizes, args)
+    if args.only in (None, "overhead"):
+        overhead_table(sizes, args)
     print(f"total {time.perf_counter() - start:.0f} s")
 
 

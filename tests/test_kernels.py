@@ -106,3 +106,15 @@ def test_ntk_is_sum_of_layer_grams_eq_7():
     # each Gram matters: dropping any one of them is far off
     for G in (G1, G2, G3):
         assert _rel_err(K, G1 + G2 + G3 - G) > 1e-3
+
+
+def test_fast_dispatch_keeps_networks_of_one_shape_apart():
+    """`fast_jit` keys its cache by the tree structure and the static leaves: networks
+    of the same shapes with another activation or frozen maps get their own program."""
+    X = nd.sphere_data(n=4, d=3, key=jax.random.key(0)).X
+    nets = [nd.MLP(3, 8, 2, activation, key=1, frozen=frozen)
+            for activation in ("tanh", "softplus") for frozen in ((), (1,))]
+    kernels = [np.asarray(nd.ntk(net, X)) for net in nets]
+    for net, K in zip(nets, kernels):
+        np.testing.assert_allclose(K, nd.ntk_jacobian(net, X), rtol=0, atol=1e-13)
+    assert min(np.abs(a - b).max() for i, a in enumerate(kernels) for b in kernels[i + 1:]) > 1e-3

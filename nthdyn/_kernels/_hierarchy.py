@@ -56,6 +56,7 @@ from jaxtyping import Array, Float
 
 from .._checks import positive_int
 from .._data import float_values, check_inputs
+from .._dispatch import fast_jit
 from .._network import (AbstractLayeredNetwork, AbstractNetwork, low_rank, low_rank_pays,
                         trainable)
 from ._ntk import check_network, layer_factors, ntk_jacobian, ntk_structured
@@ -90,7 +91,8 @@ def check_vector(value: Any, name: str, n: int, dtype: Any) -> Float[Array, " n"
         if values.size and not np.all(np.isfinite(values)):
             raise ValueError(f"{name} has a non-finite entry ({values[~np.isfinite(values)][0]}): "
                              "pass finite vectors.")
-    value = jnp.asarray(value, dtype)
+    if not (isinstance(value, jax.Array) and value.dtype == dtype):  # no copy back
+        value = jnp.asarray(value, dtype)
     if value.shape != (n,):
         raise ValueError(f"{name} has shape {value.shape}: it contracts a slot over the {n} "
                          f"training inputs, shape ({n},).")
@@ -227,7 +229,7 @@ def direction_batches(network: AbstractLayeredNetwork, points: int, n: int, leve
     return tuple(batches)
 
 
-@eqx.filter_jit
+@fast_jit
 def derived_kernel(network, X_first, X, order, base, symmetric, fixed=False, factored=None):
     """`K(order)` (`fixed=False`: directions that move with theta, eq. (10)) or the
     Taylor kernel `calK(order)` (`fixed=True`: directions at the network's parameters,
@@ -246,7 +248,7 @@ def derived_kernel(network, X_first, X, order, base, symmetric, fixed=False, fac
     return fn(network)
 
 
-@eqx.filter_jit
+@fast_jit
 def derived_contraction(network, X_first, X, vectors, base, symmetric, fixed=False,
                         factored=None):
     """`K(r)[c_3, ..., c_r]` (or `calK(r)[...]` with `fixed=True`), `r = 2 + len(vectors)`,

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._data import check_inputs
+from .._dispatch import fast_jit
 from .._network import AbstractLayeredNetwork, AbstractNetwork, trainable
 
 def check_network(network, name: str = "network") -> None:
@@ -103,7 +104,7 @@ def ntk_jacobian(
     return sum(a @ b.T for a, b in zip(J1, J2))
 
 
-@eqx.filter_jit
+@fast_jit
 def ntk_traced(network, X1, X2=None):
     """`ntk` without input checks (safe inside `jit`/`vmap`): structured for layered
     networks, the Jacobian product otherwise."""
