@@ -23,8 +23,9 @@ def kernel(problem):
 def cluster():
     from dask.distributed import LocalCluster
 
+    # the scheduler's HTTP server on a free port, not 8787 (see DaskExecutor.client)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=":0", scheduler_kwargs={"dashboard": False}) as cluster:
         yield cluster
 
 
@@ -124,3 +125,22 @@ def test_executor_errors():
         nd.DaskExecutor(n_workers=0)
     with pytest.raises(ConnectionError, match="no Dask scheduler answered"):
         nd.DaskExecutor("tcp://127.0.0.1:9", timeout=1).client  # nothing listens on port 9
+
+
+def test_a_local_cluster_starts_while_port_8787_is_taken():
+    """The scheduler's HTTP server takes a free port: with port 8787 in use (another
+    cluster, another job on the machine) the cluster starts without a warning, which the
+    suite turns into an error."""
+    import socket
+
+    holder = socket.socket()
+    try:
+        holder.bind(("0.0.0.0", 8787))
+        holder.listen()
+    except OSError:
+        pass  # already in use by someone else: the situation under test
+    try:
+        with nd.DaskExecutor(n_workers=1, threads_per_worker=1, processes=False) as executor:
+            assert executor.client.submit(lambda x: x + 1, 1).result() == 2
+    finally:
+        holder.close()

@@ -154,7 +154,10 @@ class DaskExecutor(AbstractExecutor):
                     n_workers=self.n_workers,
                     threads_per_worker=self.threads_per_worker,
                     processes=self.processes,
-                    dashboard_address=None,
+                    # no dashboard, and the scheduler's HTTP server on a free port: with
+                    # dashboard_address=None it still takes 8787 and, where that is in use
+                    # (another cluster, another job), warns and moves
+                    dashboard_address=":0", scheduler_kwargs={"dashboard": False},
                     silence_logs=logging.ERROR,
                 )
                 self._client = Client(self._cluster)
