@@ -53,7 +53,7 @@ unit sphere in R^8, N(0, 1) labels from `nthdyn.sphere_data`):
 
 (c) Factored against dense directions (`factored=True` / `False` of
     `nthdyn.hierarchy_kernel` and `hierarchy_contraction`) for K3, K4 and the
-    contraction `K4[r, r]`, over depths H = 1, 2, 3 and n = 6 (m = 4096), n = 32
+    contraction `K4[c, d]`, over depths H = 1, 2, 3 and n = 6 (m = 4096), n = 32
     (m = 1024), with the route that `factored=None` chooses; times and memory as in (a).
 
 (d) End to end at H = 2, m = 4096, n = 6, t in [0, 20]: the order-4 NTH
@@ -348,7 +348,7 @@ def nth_table(sizes, args):
 # (c) Factored against dense directions.
 
 #: The kernels of table (c): (label, order, number of contracted slots).
-FACTORED_KERNELS = (("K3", 3, 0), ("K4", 4, 0), ("K4[r,r]", 4, 2))
+FACTORED_KERNELS = (("K3", 3, 0), ("K4", 4, 0), ("K4[c,d]", 4, 2))
 
 
 def compile_directions(net, X, order, contracted, factored):
