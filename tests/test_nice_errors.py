@@ -787,7 +787,8 @@ DISCRETE = [
     pytest.param(lambda o: nd.taylor_kernel(o["net"], X, 4, max_bytes=100), MemoryError,
                  r"calK\(4\) on 4 x 4\^3 points would take", id="taylor_kernel-max-bytes"),
     pytest.param(lambda o: nd.taylor_contraction(o["net"], X, np.ones(4)), TypeError,
-                 r"vectors=ndarray: pass a list of vectors of shape \(4,\)",
+                 r"vectors=an array of shape \(4,\): pass a list of vectors of shape \(4,\).*"
+                 r"\[c\] for calK\(3\)\[c\]",
                  id="taylor_contraction-array"),
     pytest.param(lambda o: nd.taylor_contraction(o["net"], X, [np.ones(3)]), ValueError,
                  r"vectors\[0\] has shape \(3,\): it contracts a slot over the 4 training inputs",

@@ -361,20 +361,28 @@ def hierarchy_contraction(
     `J^T r` (eq. (10)). Cost: about `3^(r-2)` times one K2. `factored`: as in
     `hierarchy_kernel` (each direction `J^T c` is `n` rank-one terms per map).
     """
+    return checked_contraction(network, X, vectors, X_first, method, factored, fixed=False)
+
+
+def checked_contraction(network: AbstractNetwork, X: Any, vectors: Any, X_first: Any,
+                        method: str, factored: bool | None, fixed: bool) -> Array:
+    """`derived_contraction` after the checks of `hierarchy_contraction` (`fixed=False`)
+    and `taylor_contraction` (`fixed=True`, the kernel `calK`)."""
     check_network(network)
     X, X_first, symmetric = kernel_inputs(network, X, X_first)
     is_array = isinstance(vectors, (np.ndarray, jax.Array))
     if not isinstance(vectors, (list, tuple)) and not (is_array and vectors.ndim == 2):
         what = f"an array of shape {vectors.shape}" if is_array else repr(vectors)
+        K = "calK" if fixed else "K"
         raise TypeError(f"vectors={what}: pass a list of vectors of shape ({X.shape[0]},), one "
-                        "per slot after the second: vectors=[c] for K(3)[c], [c3, c4] for "
-                        "K(4)[c3, c4].")
+                        f"per slot after the second: vectors=[c] for {K}(3)[c], [c3, c4] for "
+                        f"{K}(4)[c3, c4].")
     vectors = tuple(check_vector(c, f"vectors[{j}]", X.shape[0], X.dtype)
                     for j, c in enumerate(vectors))
     check_order(network, 2 + len(vectors), name="2 + len(vectors)")
     base = base_kernel(network, method)
     factored = factoring_chosen(network, base, len(vectors) * X.shape[0], factored)
-    return derived_contraction(network, X_first, X, vectors, base, symmetric, False, factored)
+    return derived_contraction(network, X_first, X, vectors, base, symmetric, fixed, factored)
 
 
 def contract_last(kernel: Float[Array, "... n"], r: Float[Array, " n"]) -> Float[Array, "..."]:

@@ -75,9 +75,9 @@ from ._hierarchy import (
     check_kernel_size,
     check_order,
     check_vector,
+    checked_contraction,
     derive_along,
     derive_along_each,
-    derived_contraction,
     derived_kernel,
     factoring_chosen,
     kernel_inputs,
@@ -162,18 +162,7 @@ def taylor_contraction(
     `K2(theta - eta/n J^T r)` times `j! (-n)^j` (eq. (29)). Cost: about `2^(r-2)`
     times one K2. `factored`: as in `taylor_kernel`.
     """
-    check_network(network)
-    X, X_first, symmetric = kernel_inputs(network, X, X_first)
-    if not isinstance(vectors, (list, tuple)):
-        raise TypeError(f"vectors={type(vectors).__name__}: pass a list of vectors of shape "
-                        f"({X.shape[0]},), one per slot after the second: [c] for calK(3)[c], "
-                        "[c3, c4] for calK(4)[c3, c4].")
-    vectors = tuple(check_vector(c, f"vectors[{j}]", X.shape[0], X.dtype)
-                    for j, c in enumerate(vectors))
-    check_order(network, 2 + len(vectors), name="2 + len(vectors)")
-    base = base_kernel(network, method)
-    factored = factoring_chosen(network, base, len(vectors) * X.shape[0], factored)
-    return derived_contraction(network, X_first, X, vectors, base, symmetric, True, factored)
+    return checked_contraction(network, X, vectors, X_first, method, factored, fixed=True)
 
 
 def output_taylor_kernel(
