@@ -118,3 +118,67 @@ def test_fast_dispatch_keeps_networks_of_one_shape_apart():
     for net, K in zip(nets, kernels):
         np.testing.assert_allclose(K, nd.ntk_jacobian(net, X), rtol=0, atol=1e-13)
     assert min(np.abs(a - b).max() for i, a in enumerate(kernels) for b in kernels[i + 1:]) > 1e-3
+
+
+def test_host_checks_run_once_per_jax_array_and_still_refuse_bad_values():
+    """A JAX array is immutable: once its values passed the host checks, the same array
+    is not checked again (the record goes when the array is freed); a bad array is
+    refused on every call, and a NumPy array (mutable) is checked every time."""
+    import gc
+
+    from nthdyn._checks import _PASSED, passed_before
+
+    net = nd.MLP(3, 8, 1, "softplus", key=0)
+    X = jax.numpy.asarray(sphere(4, 3, 5))
+    c = jax.numpy.linspace(-1.0, 1.0, 4)
+    assert not passed_before(X, "inputs")
+    first = nd.hierarchy_contraction(net, X, [c])
+    assert passed_before(X, "inputs") and passed_before(c, "finite")
+    np.testing.assert_array_equal(nd.hierarchy_contraction(net, X, [c]), first)
+    key = ("inputs", id(X))
+    del X
+    gc.collect()
+    assert key not in _PASSED
+    bad = jax.numpy.asarray(sphere(4, 3, 5)).at[2, 1].set(np.nan)
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"X1 has a non-finite value \(nan\) at row 2, column 1"):
+            nd.ntk(net, bad)
+    values = sphere(4, 3, 5)
+    nd.ntk(net, values)
+    values[0] = 0.0
+    with pytest.raises(ValueError, match="X1 row 0 has norm 0"):
+        nd.ntk(net, values)
+    bad_c = c.at[1].set(np.inf)
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"vectors\[0\] has a non-finite entry \(inf\)"):
+            nd.hierarchy_contraction(net, sphere(4, 3, 5), [bad_c])
+
+
+def test_initialisation_in_one_program_equals_drawing_each_array():
+    """`normal_draws` (all of a network's initial weights in one compiled program) gives
+    bit for bit the arrays of `scale * jax.random.normal(k_i, shape_i)` drawn one by one
+    from `jax.random.split(key)`, for every family (and so the seeds keep their networks)."""
+    normal = jax.random.normal
+    key = jax.random.key(7)
+    mlp = nd.MLP(3, 16, 3, sw=1.3, sa=0.7, key=key)
+    k = jax.random.split(key, 4)
+    expected = [1.3 * normal(k[0], (16, 3)), 1.3 * normal(k[1], (16, 16)),
+                1.3 * normal(k[2], (16, 16)), 0.7 * normal(k[3], (16,))]
+    for got, want in zip((*mlp.weights, mlp.readout), expected):
+        np.testing.assert_array_equal(got, want)
+    jacot = nd.JacotMLP(3, 5, 1, key=key)
+    k = jax.random.split(key, 4)
+    for got, want in zip((jacot.weights[0], jacot.biases[0], jacot.weights[1], jacot.biases[1]),
+                         (normal(k[0], (5, 3)), normal(k[1], (5,)), normal(k[2], (1, 5)),
+                          normal(k[3], (1,)))):
+        np.testing.assert_array_equal(got, want)
+    pair = nd.TwoLayer(3, 6, alpha=2.0, sigma=0.5, symmetric=True, key=key)
+    k = jax.random.split(key, 2)
+    theta, u = 0.5 * normal(k[0], (3, 3)), 0.5 * normal(k[1], (3,))
+    np.testing.assert_array_equal(pair.theta, np.concatenate([theta, theta]))
+    np.testing.assert_array_equal(pair.u, np.concatenate([u, -u]))
+    data = nd.sphere_data(5, 4, key=3)
+    k = jax.random.split(jax.random.key(3))
+    X = normal(k[0], (5, 4))
+    np.testing.assert_array_equal(data.X, X / jax.numpy.linalg.norm(X, axis=1, keepdims=True))
+    np.testing.assert_array_equal(data.y, normal(k[1], (5,)))

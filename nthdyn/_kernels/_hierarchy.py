@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._checks import positive_int
+from .._checks import passed_before, positive_int, remember_passed
 from .._data import float_values, check_inputs
 from .._dispatch import fast_jit
 from .._network import (AbstractLayeredNetwork, AbstractNetwork, low_rank, low_rank_pays,
@@ -86,13 +86,14 @@ def base_kernel(network: AbstractNetwork, method: str) -> Callable:
 def check_vector(value: Any, name: str, n: int, dtype: Any) -> Float[Array, " n"]:
     """`value` as a finite vector of shape `(n,)`: it contracts a slot over the `n`
     training inputs (a traced value is checked for its shape only)."""
-    if not isinstance(value, jax.core.Tracer):
+    if not (isinstance(value, jax.core.Tracer) or passed_before(value, "finite")):
         values = float_values(value, name).ravel()
         if values.size and not np.all(np.isfinite(values)):
             raise ValueError(f"{name} has a non-finite entry ({values[~np.isfinite(values)][0]}): "
                              "pass finite vectors.")
     if not (isinstance(value, jax.Array) and value.dtype == dtype):  # no copy back
         value = jnp.asarray(value, dtype)
+    remember_passed(value, "finite")
     if value.shape != (n,):
         raise ValueError(f"{name} has shape {value.shape}: it contracts a slot over the {n} "
                          f"training inputs, shape ({n},).")
@@ -192,23 +193,29 @@ def _derivative(fn: Callable, network: Any, left: list, right: list) -> Array:
     return jax.jvp(moved, (zero,), (jnp.ones_like(zero),))[1]
 
 
+def check_factored(network: AbstractNetwork, base: Callable, factored: Any) -> bool | None:
+    """`factored` as given (None, True or False); `True` is refused where factored
+    directions cannot apply. (Eager and cheap; the shape rule runs at trace time.)"""
+    if factored not in (None, True, False):
+        raise TypeError(f"factored={factored!r}: pass None (automatic, by shape), True or False.")
+    if factored and not (isinstance(network, AbstractLayeredNetwork) and base is ntk_structured):
+        raise ValueError(
+            "factored=True: factored directions need a layered network (MLP, JacotMLP, "
+            f"TwoLayer) and method='structured' (got {type(network).__name__} with the "
+            f"{'structured' if base is ntk_structured else 'jacobian'} base); pass "
+            "factored=None to choose automatically.")
+    return factored
+
+
 def factoring_chosen(network: AbstractNetwork, base: Callable, columns: int,
                      factored: bool | None) -> bool:
     """Whether to take the directions of a derived kernel as factors: `factored` if
-    given (`True` is refused where it cannot apply), else where it pays: a layered
-    network, the structured base and `low_rank_pays(network, columns)` for the
-    `columns` the directions add (the rule of the factored flow)."""
-    if factored not in (None, True, False):
-        raise TypeError(f"factored={factored!r}: pass None (automatic, by shape), True or False.")
-    possible = isinstance(network, AbstractLayeredNetwork) and base is ntk_structured
-    if factored is not None:
-        if factored and not possible:
-            raise ValueError(
-                "factored=True: factored directions need a layered network (MLP, JacotMLP, "
-                f"TwoLayer) and method='structured' (got {type(network).__name__} with the "
-                f"{'structured' if base is ntk_structured else 'jacobian'} base); pass "
-                "factored=None to choose automatically.")
+    given (`check_factored`), else where it pays: a layered network, the structured
+    base and `low_rank_pays(network, columns)` for the `columns` the directions add
+    (the rule of the factored flow)."""
+    if check_factored(network, base, factored) is not None:
         return bool(factored)
+    possible = isinstance(network, AbstractLayeredNetwork) and base is ntk_structured
     return possible and low_rank_pays(network, columns)
 
 
@@ -340,7 +347,7 @@ def hierarchy_kernel(
     check_kernel_size(f"K({order})", X_first.shape[0], X.shape[0], order, max_bytes,
                       "hierarchy_contraction (matrix-free contractions of the last slots)")
     base = base_kernel(network, method)
-    factored = factoring_chosen(network, base, (order - 2) * X.shape[0], factored)
+    factored = check_factored(network, base, factored)  # None: by shape, when traced
     return derived_kernel(network, X_first, X, order, base, symmetric, False, factored)
 
 
@@ -381,7 +388,7 @@ def checked_contraction(network: AbstractNetwork, X: Any, vectors: Any, X_first:
                     for j, c in enumerate(vectors))
     check_order(network, 2 + len(vectors), name="2 + len(vectors)")
     base = base_kernel(network, method)
-    factored = factoring_chosen(network, base, len(vectors) * X.shape[0], factored)
+    factored = check_factored(network, base, factored)  # None: by shape, when traced
     return derived_contraction(network, X_first, X, vectors, base, symmetric, fixed, factored)
 
 

@@ -72,6 +72,7 @@ from .._network import AbstractNetwork
 from ._hierarchy import (
     MAX_KERNEL_BYTES,
     base_kernel,
+    check_factored,
     check_kernel_size,
     check_order,
     check_vector,
@@ -79,7 +80,6 @@ from ._hierarchy import (
     derive_along,
     derive_along_each,
     derived_kernel,
-    factoring_chosen,
     kernel_inputs,
 )
 from ._ntk import check_network
@@ -141,7 +141,7 @@ def taylor_kernel(
     X, X_first, symmetric = kernel_inputs(network, X, X_first)
     check_kernel_size(f"calK({order})", X_first.shape[0], X.shape[0], order, max_bytes,
                       _MATRIX_FREE)
-    factored = factoring_chosen(network, base, (order - 2) * X.shape[0], factored)
+    factored = check_factored(network, base, factored)  # None: by shape, when traced
     return derived_kernel(network, X_first, X, order, base, symmetric, True, factored)
 
 

@@ -6,13 +6,13 @@ import math
 from typing import Any
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._activation import AbstractActivation, as_activation
 from .._checks import positive_float, positive_int
-from ._base import AbstractLayeredNetwork, add_outer_to, as_key, check_frozen, check_weight
+from ._base import (AbstractLayeredNetwork, add_outer_to, as_key, check_frozen, check_weight,
+                    normal_draws)
 
 
 class JacotMLP(AbstractLayeredNetwork):
@@ -56,15 +56,11 @@ class JacotMLP(AbstractLayeredNetwork):
         self.activation = as_activation(activation)
         self.key = as_key(key)
         sizes = (self.in_size,) + (self.width,) * self.depth + (1,)
-        keys = jax.random.split(self.key, 2 * (self.depth + 1)).reshape(-1, 2)
-        dtype = jnp.result_type(float)
-        self.weights = tuple(
-            jax.random.normal(k[0], (n_out, n_in), dtype)
-            for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:])
-        )
-        self.biases = tuple(
-            jax.random.normal(k[1], (n_out,), dtype) for k, n_out in zip(keys, sizes[1:])
-        )
+        # weight then bias of each layer, from one split of the key
+        shapes = tuple(shape for n_in, n_out in zip(sizes[:-1], sizes[1:])
+                       for shape in ((n_out, n_in), (n_out,)))
+        draws = normal_draws(self.key, shapes, (1.0,) * len(shapes), jnp.result_type(float))
+        self.weights, self.biases = draws[0::2], draws[1::2]
 
     @classmethod
     def from_weights(

@@ -12,7 +12,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._activation import AbstractActivation, as_activation
 from .._checks import positive_float, positive_int
-from ._base import AbstractLayeredNetwork, add_outer_to, as_key, check_frozen, check_weight
+from ._base import (AbstractLayeredNetwork, add_outer_to, as_key, check_frozen, check_weight,
+                    normal_draws)
 
 
 class MLP(AbstractLayeredNetwork):
@@ -70,14 +71,11 @@ class MLP(AbstractLayeredNetwork):
         self.frozen = check_frozen(frozen, self.depth)
         self.activation = as_activation(activation)
         self.key = as_key(key)
-        keys = jax.random.split(self.key, self.depth + 1)
         fan_in = (self.in_size,) + (self.width,) * (self.depth - 1)
-        dtype = jnp.result_type(float)
-        self.weights = tuple(
-            self.sw * jax.random.normal(k, (self.width, n), dtype)
-            for k, n in zip(keys[:-1], fan_in)
-        )
-        self.readout = self.sa * jax.random.normal(keys[-1], (self.width,), dtype)
+        *weights, self.readout = normal_draws(
+            self.key, tuple((self.width, n) for n in fan_in) + ((self.width,),),
+            (self.sw,) * self.depth + (self.sa,), jnp.result_type(float))
+        self.weights = tuple(weights)
 
     @classmethod
     def from_weights(

@@ -25,13 +25,12 @@ import math
 from typing import Any
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._activation import AbstractActivation, as_activation
 from .._checks import positive_float, positive_int
-from ._base import AbstractLayeredNetwork, add_outer_to, as_key, check_weight
+from ._base import AbstractLayeredNetwork, add_outer_to, as_key, check_weight, normal_draws
 
 #: What `train` may be, and the linear maps it freezes.
 _TRAIN = {"all": (), "readout": (0,)}
@@ -108,17 +107,12 @@ class TwoLayer(AbstractLayeredNetwork):
         self.depth = 1
         self.activation = as_activation(activation)
         self.key = as_key(key)
-        k_theta, k_u = jax.random.split(self.key, 2)  # the order of MLP(depth=1)
-        dtype = jnp.result_type(float)
+        drawn = self.width // 2 if self.symmetric else self.width
+        theta, u = normal_draws(self.key, ((drawn, self.in_size), (drawn,)),  # MLP(depth=1)'s order
+                                (self.sigma, self.sigma), jnp.result_type(float))
         if self.symmetric:
-            half = self.width // 2
-            theta = self.sigma * jax.random.normal(k_theta, (half, self.in_size), dtype)
-            u = self.sigma * jax.random.normal(k_u, (half,), dtype)
-            self.theta = jnp.concatenate([theta, theta])
-            self.u = jnp.concatenate([u, -u])
-        else:
-            self.theta = self.sigma * jax.random.normal(k_theta, (self.width, self.in_size), dtype)
-            self.u = self.sigma * jax.random.normal(k_u, (self.width,), dtype)
+            theta, u = jnp.concatenate([theta, theta]), jnp.concatenate([u, -u])
+        self.theta, self.u = theta, u
 
     @classmethod
     def from_weights(
