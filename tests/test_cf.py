@@ -80,3 +80,13 @@ def test_every_kind_of_file_passes_cfchecks(tmp_path):
         assert "ERRORS detected: 0" in part and "WARNINGS given: 0" in part, \
             f"{path.name}:\n{part[-3000:]}"
     assert done.returncode == 0, report[-3000:]
+
+
+def test_references_and_the_data_of_output_ensembles(tmp_path):
+    (kind, flow), *_ = _files(tmp_path)
+    assert "Huang & Yau" in flow.attrs["references"] and flow.attrs["Conventions"] == "CF-1.8"
+    data = nd.sphere_data(n=4, d=3, key=jax.random.key(0))
+    problem = nd.GradientFlowProblem(nd.MLP(3, 6, 1, key=0), data, (0.0, 1.0))
+    ds = nd.solve(nd.EnsembleProblem(problem, seeds=range(2), output=_kernel))
+    np.testing.assert_array_equal(ds.X, data.X)  # kept, not only their hash
+    np.testing.assert_array_equal(ds.y, data.y)
