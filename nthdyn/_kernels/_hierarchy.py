@@ -86,14 +86,16 @@ def base_kernel(network: AbstractNetwork, method: str) -> Callable:
 def check_vector(value: Any, name: str, n: int, dtype: Any) -> Float[Array, " n"]:
     """`value` as a finite vector of shape `(n,)`: it contracts a slot over the `n`
     training inputs (a traced value is checked for its shape only)."""
-    if not (isinstance(value, jax.core.Tracer) or passed_before(value, "finite")):
+    checked = isinstance(value, jax.core.Tracer) or passed_before(value, "finite")
+    if not checked:
         values = float_values(value, name).ravel()
         if values.size and not np.all(np.isfinite(values)):
             raise ValueError(f"{name} has a non-finite entry ({values[~np.isfinite(values)][0]}): "
                              "pass finite vectors.")
     if not (isinstance(value, jax.Array) and value.dtype == dtype):  # no copy back
         value = jnp.asarray(value, dtype)
-    remember_passed(value, "finite")
+    if not checked:
+        remember_passed(value, "finite")
     if value.shape != (n,):
         raise ValueError(f"{name} has shape {value.shape}: it contracts a slot over the {n} "
                          f"training inputs, shape ({n},).")
@@ -193,12 +195,17 @@ def _derivative(fn: Callable, network: Any, left: list, right: list) -> Array:
     return jax.jvp(moved, (zero,), (jnp.ones_like(zero),))[1]
 
 
+def _can_factor(network: AbstractNetwork, base: Callable) -> bool:
+    """Factored directions need a layered network and the structured base."""
+    return isinstance(network, AbstractLayeredNetwork) and base is ntk_structured
+
+
 def check_factored(network: AbstractNetwork, base: Callable, factored: Any) -> bool | None:
     """`factored` as given (None, True or False); `True` is refused where factored
     directions cannot apply. (Eager and cheap; the shape rule runs at trace time.)"""
     if factored not in (None, True, False):
         raise TypeError(f"factored={factored!r}: pass None (automatic, by shape), True or False.")
-    if factored and not (isinstance(network, AbstractLayeredNetwork) and base is ntk_structured):
+    if factored and not _can_factor(network, base):
         raise ValueError(
             "factored=True: factored directions need a layered network (MLP, JacotMLP, "
             f"TwoLayer) and method='structured' (got {type(network).__name__} with the "
@@ -215,8 +222,7 @@ def factoring_chosen(network: AbstractNetwork, base: Callable, columns: int,
     (the rule of the factored flow)."""
     if check_factored(network, base, factored) is not None:
         return bool(factored)
-    possible = isinstance(network, AbstractLayeredNetwork) and base is ntk_structured
-    return possible and low_rank_pays(network, columns)
+    return _can_factor(network, base) and low_rank_pays(network, columns)
 
 
 #: Batch factored directions while their tangents take about this much memory (bytes).
