@@ -47,9 +47,9 @@ RTOL = 1e-12
 
 def settings(quick):
     if quick:
-        return dict(n=4, widths=[16, 24, 32], seeds=2, times=[1.0], t_fit=1.0)
+        return dict(n=4, widths=[16, 24, 32], seeds=2, times=[1.0], t_fit=1.0, n_boot=200)
     return dict(n=128, widths=[256, 512, 1024, 2048, 4096], seeds=6, times=[0.25, 0.5, 1.0],
-                t_fit=1.0)
+                t_fit=1.0, n_boot=2000)
 
 
 def timed(fn):
@@ -139,7 +139,7 @@ def run(out: Path, quick: bool, *, executor=None):
 
     for name in ("err_f", "err_K2"):
         fit = nd.fit_power_law(ds[name].sel(time=cfg["t_fit"]), dim="width", interval="bootstrap",
-                               sample_dim="seed", statistic=geometric_mean)
+                               sample_dim="seed", statistic=geometric_mean, n_boot=cfg["n_boot"])
         theory = xr.DataArray([THEORY_WIDTH[p] for p in ORDERS], dims="order", coords={"order": list(ORDERS)})
         table = nd.compare_exponents(fit, theory, tolerance=0.25).reset_index()
         table.insert(0, "quantity", f"{name} vs m (t={cfg['t_fit']:g})")

@@ -27,8 +27,9 @@ THEORY = {"max_abs_K2": 0.0, "max_abs_K3": -1.0, "norm_mean_K4": -1.0, "max_abs_
 
 def settings(quick):
     if quick:
-        return dict(n=4, d=3, depths={1: [32, 64, 128]}, seeds=3)
-    return dict(n=5, d=4, depths={1: [64, 128, 256, 512, 1024, 2048, 4096], 2: [64, 128, 256, 512, 1024]}, seeds=16)
+        return dict(n=4, d=3, depths={1: [32, 64, 128]}, seeds=3, n_boot=200)
+    return dict(n=5, d=4, depths={1: [64, 128, 256, 512, 1024, 2048, 4096], 2: [64, 128, 256, 512, 1024]}, seeds=16,
+                n_boot=2000)
 
 
 def run(out: Path, quick: bool):
@@ -69,7 +70,8 @@ def run(out: Path, quick: bool):
     rows = []
     for name, theory in THEORY.items():
         if "seed" in ds[name].dims:
-            fit = nd.fit_power_law(ds[name], dim="width", interval="bootstrap", sample_dim="seed")
+            fit = nd.fit_power_law(ds[name], dim="width", interval="bootstrap", sample_dim="seed",
+                                   n_boot=cfg["n_boot"])
         else:
             fit = nd.fit_power_law(ds[name], dim="width")
         table = nd.compare_exponents(fit, theory, tolerance=0.15).reset_index()

@@ -24,8 +24,9 @@ import nthdyn as nd
 
 def settings(quick):
     if quick:
-        return dict(n=4, d=3, T=1.0, saves=21, depths={1: [16, 32, 64]}, seeds=2)
-    return dict(n=8, d=4, T=10.0, saves=201, depths={1: [64, 128, 256, 512, 1024, 2048, 4096], 2: [64, 128, 256, 512, 1024]}, seeds=8)
+        return dict(n=4, d=3, T=1.0, saves=21, depths={1: [16, 32, 64]}, seeds=2, n_boot=200)
+    return dict(n=8, d=4, T=10.0, saves=201, depths={1: [64, 128, 256, 512, 1024, 2048, 4096], 2: [64, 128, 256, 512, 1024]}, seeds=8,
+                n_boot=2000)
 
 
 def run(out: Path, quick: bool, *, executor=None):
@@ -64,7 +65,8 @@ def run(out: Path, quick: bool, *, executor=None):
     ds["rate_t0"].attrs.update(long_name="max_ab |d/dt K2| at t = 0, exact: -1/n K3[r] (eq. 10)", units="1")
     ds["fd_check_t0"].attrs.update(long_name="relative difference of finite-difference and exact d/dt K2 at t = 0", units="1")
     ds.attrs.update(nd.provenance("NTK drift rate vs width (Corollary 2.4)", {**cfg, "activation": "tanh", "master_seed": 24, "depths": {str(k): v for k, v in cfg["depths"].items()}}))
-    fit = nd.fit_power_law(ds.sup_rate, dim="width", interval="bootstrap", sample_dim="seed")
+    fit = nd.fit_power_law(ds.sup_rate, dim="width", interval="bootstrap", sample_dim="seed",
+                          n_boot=cfg["n_boot"])
     table = nd.compare_exponents(fit, -1.0, tolerance=0.15).reset_index()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     for var in ("exponent", "exponent_low", "exponent_high"):

@@ -38,10 +38,11 @@ THEORY_TIME = {"err_f": {p: float(p) for p in ORDERS}, "err_K2": {p: p - 1.0 for
 def settings(quick):
     if quick:
         return dict(n=4, d=3, depths={1: [16, 32, 64]}, activations=["tanh"], seeds=2,
-                    times=[0.2, 0.5, 1.0], t_fit=1.0, width_t=32)
+                    times=[0.2, 0.5, 1.0], t_fit=1.0, width_t=32, n_boot=200)
     return dict(n=6, d=4, depths={1: [64, 128, 256, 512, 1024, 2048, 4096], 2: [64, 128, 256, 512, 1024]},
                 activations=["tanh", "softplus"], seeds=6,
-                times=[0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0], t_fit=1.0, width_t=1024)
+                times=[0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0], t_fit=1.0, width_t=1024,
+                n_boot=2000)
 
 
 def flow_and_errors(net, data, times, rtol=1e-12):
@@ -106,7 +107,7 @@ def run(out: Path, quick: bool, *, executor=None):
     rows = []
     for name in ("err_f", "err_K2"):
         fit = nd.fit_power_law(ds[name].sel(time=cfg["t_fit"]), dim="width", interval="bootstrap",
-                               sample_dim="seed", statistic=geometric_mean)
+                               sample_dim="seed", statistic=geometric_mean, n_boot=cfg["n_boot"])
         theory = xr.DataArray([THEORY_WIDTH[p] for p in ORDERS], dims="order", coords={"order": list(ORDERS)})
         table = nd.compare_exponents(fit, theory, tolerance=0.25).reset_index()
         table.insert(0, "quantity", f"{name} vs m (t={cfg['t_fit']:g})")
@@ -116,7 +117,7 @@ def run(out: Path, quick: bool, *, executor=None):
         small_t = ds[name].sel(depth=1, width=cfg["width_t"], activation=cfg["activations"][0]).sel(
             time=[t for t in times if t <= 1.0])
         fit_t = nd.fit_power_law(small_t, dim="time", interval="bootstrap", sample_dim="seed",
-                                 statistic=geometric_mean)
+                                 statistic=geometric_mean, n_boot=cfg["n_boot"])
         theory_t = xr.DataArray([THEORY_TIME[name][p] for p in ORDERS], dims="order", coords={"order": list(ORDERS)})
         table_t = nd.compare_exponents(fit_t, theory_t, tolerance=0.25).reset_index()
         table_t.insert(0, "quantity", f"{name} vs t (H=1, m={cfg['width_t']})")

@@ -182,3 +182,27 @@ def test_initialisation_in_one_program_equals_drawing_each_array():
     X = normal(k[0], (5, 4))
     np.testing.assert_array_equal(data.X, X / jax.numpy.linalg.norm(X, axis=1, keepdims=True))
     np.testing.assert_array_equal(data.y, normal(k[1], (5,)))
+    # a matrix above SMALL_DRAW entries is drawn at its size; under vmap (traced keys)
+    wide = nd.MLP(3, 130, 2, sw=1.3, key=key)
+    k = jax.random.split(key, 3)
+    np.testing.assert_array_equal(wide.weights[1], 1.3 * normal(k[1], (130, 130)))
+    np.testing.assert_array_equal(wide.readout, normal(k[2], (130,)))
+    keys = jax.random.split(key, 2)
+    batched = jax.vmap(lambda q: nd.MLP(3, 16, 3, sw=1.3, sa=0.7, key=q).weights)(keys)
+    for i in range(2):
+        for got, want in zip(batched, nd.MLP(3, 16, 3, sw=1.3, sa=0.7, key=keys[i]).weights):
+            np.testing.assert_array_equal(got[i], want)
+    inside_jit = jax.jit(lambda: nd.MLP(3, 16, 3, sw=1.3, sa=0.7, key=key).weights)()  # key constant
+    for got, want in zip(inside_jit, mlp.weights):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_small_networks_share_one_compiled_sampler():
+    """Width sweeps of small networks compile the sampler once per number of arrays."""
+    from nthdyn._network._base import _standard_normal
+
+    nd.MLP(3, 4, 2, key=0)
+    before = _standard_normal._cache_size()
+    for width in (8, 16, 32, 64):
+        nd.MLP(3, width, 2, key=width)
+    assert _standard_normal._cache_size() == before

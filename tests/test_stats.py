@@ -32,6 +32,36 @@ def test_fit_exact_power_law():
     np.testing.assert_allclose(float(fit.prefactor), 2.0, rtol=1e-10)
 
 
+def test_fit_equals_scipy_linregress_and_t_ppf():
+    """The regression is scipy.stats.linregress's (coded without importing scipy.stats):
+    every output against it, on noisy data with a NaN and on an exact line; a constant
+    has slope 0 and no interval (r undefined)."""
+    import scipy.stats
+
+    rng = np.random.default_rng(3)
+    rows = [3.0 * WIDTHS**-0.7 * np.exp(0.3 * rng.standard_normal(WIDTHS.size)),
+            2.0 * WIDTHS**1.5]
+    rows[0][2] = np.nan
+    y = xr.DataArray(np.array(rows), dims=("case", "width"), coords={"width": WIDTHS})
+    fit = nd.fit_power_law(y, dim="width", confidence=0.9)
+    for i, row in enumerate(rows):
+        good = np.isfinite(row)
+        ref = scipy.stats.linregress(np.log(WIDTHS[good]), np.log(row[good]))
+        half = scipy.stats.t.ppf(0.95, good.sum() - 2) * ref.stderr
+        got = fit.isel(case=i)
+        for name, want in (("exponent", ref.slope), ("intercept", ref.intercept),
+                           ("exponent_stderr", ref.stderr), ("r2", ref.rvalue**2),
+                           ("intercept_stderr", ref.intercept_stderr),
+                           ("exponent_low", ref.slope - half), ("exponent_high", ref.slope + half)):
+            np.testing.assert_allclose(float(got[name]), want, rtol=1e-13, atol=1e-14,
+                                       err_msg=f"row {i}: {name}")
+        assert int(got.n_points) == good.sum()
+    constant = nd.fit_power_law(xr.DataArray(np.full(WIDTHS.size, 4.0), dims="width",
+                                             coords={"width": WIDTHS}))
+    assert float(constant.exponent) == 0.0 and float(constant.prefactor) == pytest.approx(4.0)
+    assert np.isnan([float(constant[v]) for v in ("exponent_low", "exponent_high", "r2")]).all()
+
+
 def test_t_interval_coverage():
     """200 independent synthetic trials, fitted in one call (trial is a remaining
     coordinate): the 95% t-interval covers the true exponent in 90-99% of them."""

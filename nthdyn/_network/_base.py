@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import functools
 import hashlib
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -31,18 +32,45 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._activation import AbstractActivation
 
 
-@functools.partial(jax.jit, static_argnames=("shapes", "scales", "dtype"))
+#: Arrays of up to this many entries are cut from a draw of this many, so that small
+#: networks with the same number of arrays share one compiled sampler.
+SMALL_DRAW = 2**14
+
+
+@functools.partial(jax.jit, static_argnames=("sizes", "dtype"))
+def _standard_normal(key: PRNGKeyArray, sizes: tuple[int, ...], dtype: Any) -> tuple[Array, ...]:
+    """`N(0, 1)` vectors of `sizes`, the i-th from the i-th key of `jax.random.split(key)`.
+    (The barrier keeps XLA from folding a later scale into the sampler's constants, which
+    would change the last bit from that of `scale * jax.random.normal(...)`.)"""
+    keys = jax.random.split(key, len(sizes))
+    return tuple(jax.lax.optimization_barrier(jax.random.normal(k, (size,), dtype))
+                 for k, size in zip(keys, sizes))
+
+
 def normal_draws(key: PRNGKeyArray, shapes: tuple[tuple[int, ...], ...],
                  scales: tuple[float, ...], dtype: Any) -> tuple[Array, ...]:
     """`scales[i] * N(0, 1)` arrays of `shapes[i]`, the i-th from the i-th key of
-    `jax.random.split(key, len(shapes))`: a network's initial weights in one
-    compiled program per architecture. (Drawn one by one, every new shape compiles
-    its own sampler, ~0.2 s each on a CPU; the values are the same, bit for bit.)"""
-    keys = jax.random.split(key, len(shapes))
-    # the barrier keeps XLA from folding `scale` into the sampler's constants, which
-    # would change the last bit from that of `scale * jax.random.normal(...)`
-    return tuple(scale * jax.lax.optimization_barrier(jax.random.normal(k, shape, dtype))
-                 for k, shape, scale in zip(keys, shapes, scales))
+    `jax.random.split(key, len(shapes))`: a network's initial weights, bit for bit
+    those of `scales[i] * jax.random.normal(k_i, shapes[i])` drawn one by one.
+
+    One compiled program draws them all (drawn one by one, every new shape compiles
+    its own sampler, ~0.2 s each on a CPU). With JAX's partitionable threefry (the
+    default), the first `s` entries of a longer draw are the draw of size `s`, so an
+    array of at most `SMALL_DRAW` entries is cut from a draw of `SMALL_DRAW`: the
+    program then depends only on the number of small arrays and the sizes of the
+    large ones, and the architectures of a width sweep share it."""
+    sizes = tuple(math.prod(shape) for shape in shapes)
+    cut = tuple(jax.config.jax_threefry_partitionable and size <= SMALL_DRAW for size in sizes)
+    draws = _standard_normal(key, tuple(SMALL_DRAW if c else size for c, size in zip(cut, sizes)),
+                             dtype)
+    if draws and isinstance(draws[0], jax.core.Tracer):  # under a transformation (jit, vmap, eval_shape)
+        return tuple(scale * draw[:size].reshape(shape)
+                     for draw, size, shape, scale in zip(draws, sizes, shapes, scales))
+    # the small arrays are cut and scaled on the host (no program per shape; the IEEE
+    # product is the same there)
+    return tuple(jnp.asarray(scale * np.asarray(draw)[:size].reshape(shape)) if c
+                 else scale * draw.reshape(shape)
+                 for draw, c, size, shape, scale in zip(draws, cut, sizes, shapes, scales))
 
 
 def as_key(key: Any, *, name: str = "key") -> PRNGKeyArray:
