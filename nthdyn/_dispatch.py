@@ -35,19 +35,30 @@ def fast_jit(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def call(*args, **kwargs):
         leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-        traced = tuple(isinstance(leaf, ARRAY_TYPES) for leaf in leaves)
-        static = tuple(leaf for leaf, is_array in zip(leaves, traced) if not is_array)
-        key = (treedef, traced, static)
+        arrays, static, traced = [], [], []
+        for leaf in leaves:  # one pass: this runs on every call
+            if isinstance(leaf, ARRAY_TYPES):
+                arrays.append(leaf)
+                traced.append(True)
+            else:
+                static.append(leaf)
+                traced.append(False)
+        key = (treedef, tuple(traced), tuple(static))
         jitted = compiled.get(key)
         if jitted is None:
-
-            def of_arrays(arrays):
-                it_arrays, it_static = iter(arrays), iter(static)
-                full = [next(it_arrays) if is_array else next(it_static) for is_array in traced]
-                inner_args, inner_kwargs = jax.tree_util.tree_unflatten(treedef, full)
-                return fn(*inner_args, **inner_kwargs)
-
-            jitted = compiled[key] = jax.jit(of_arrays)
-        return jitted([leaf for leaf, is_array in zip(leaves, traced) if is_array])
+            jitted = compiled[key] = jax.jit(_of_arrays(fn, treedef, key[1], key[2]))
+        return jitted(arrays)
 
     return call
+
+
+def _of_arrays(fn: Callable, treedef: Any, traced: tuple[bool, ...], static: tuple) -> Callable:
+    """`fn` as a function of the array leaves alone (the others are `static`)."""
+
+    def of_arrays(arrays):
+        it_arrays, it_static = iter(arrays), iter(static)
+        full = [next(it_arrays) if is_array else next(it_static) for is_array in traced]
+        inner_args, inner_kwargs = jax.tree_util.tree_unflatten(treedef, full)
+        return fn(*inner_args, **inner_kwargs)
+
+    return of_arrays
