@@ -67,7 +67,7 @@ def name(result: Any) -> str:
 
 def from_diffrax(result: diffrax.RESULTS, *observed: Any) -> RESULTS:
     """diffrax's status mapped onto `RESULTS` (traceable), with `nonfinite` where a
-    NaN was saved or the solve's one event (a non-finite start, `_integrate`) stopped it
+    NaN was saved or the solve's only event (a non-finite start, `_integrate`) stopped it
     (saves it never reached diffrax fills with inf, not NaN), and where a successful
     solve saved an inf."""
     status = RESULTS.where(
