@@ -84,7 +84,30 @@ def test_deterministic_in_the_key():
     np.testing.assert_array_equal(nd.digits_data(60, key=3).X[:40], a.X)
 
 
+def test_the_file_read_is_load_digits():
+    from nthdyn._data import _load_digits
+
+    images, digits = _load_digits()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images, bunch.data)
+    np.testing.assert_array_equal(digits, bunch.target)
+    assert images.dtype == np.float64 and digits.dtype == np.int64
+
+
+def test_without_the_file_load_digits_is_called(monkeypatch, tmp_path):
+    import importlib.util
+    import types
+
+    from nthdyn._data import _load_digits
+
+    elsewhere = types.SimpleNamespace(submodule_search_locations=[str(tmp_path)])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: elsewhere)
+    images, digits = _load_digits()
+    np.testing.assert_array_equal(images, load_digits().data)
+    np.testing.assert_array_equal(digits, load_digits().target)
+
+
 def test_missing_scikit_learn_names_the_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import fails
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # not installed: find_spec is None
     with pytest.raises(ImportError, match=r"pip install scikit-learn"):
         nd.digits_data(4, key=0)
