@@ -63,7 +63,7 @@ def normal_draws(key: PRNGKeyArray, shapes: tuple[tuple[int, ...], ...],
     cut = tuple(jax.config.jax_threefry_partitionable and size <= SMALL_DRAW for size in sizes)
     draws = _standard_normal(key, tuple(SMALL_DRAW if c else size for c, size in zip(cut, sizes)),
                              dtype)
-    if draws and isinstance(draws[0], jax.core.Tracer):  # under a transformation (jit, vmap, eval_shape)
+    if draws and isinstance(draws[0], jax.core.Tracer):  # under jit, vmap, eval_shape
         return tuple(scale * draw[:size].reshape(shape)
                      for draw, size, shape, scale in zip(draws, sizes, shapes, scales))
     # the small arrays are cut and scaled on the host (no program per shape; the IEEE

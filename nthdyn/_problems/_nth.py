@@ -114,20 +114,21 @@ def initial_kernels(problem: NTHProblem, *, order: int | None = None,
         check_kernel_size(f"K({p}) with test points", len(test), X.shape[0], p, max_bytes, instead)
     base = base_kernel(net, "auto")
     factored = factoring_chosen(net, base, (p - 2) * X.shape[0], factored)
-    return _kernels(net, X, test, p, base, factored)
+    K, K_test = _kernels(net, X, test, p, base, factored)
+    # the outputs outside the kernels' program: inside it, XLA shares the kernels'
+    # forward passes and f(0) differs from the exact flow's in the last bit
+    return HierarchyKernels(net(X), K, None if test is None else net(test), K_test)
 
 
 @eqx.filter_jit
 def _kernels(network, X, test, order, base, factored):
-    """The outputs and `K(2..order)` on `X` (and with `test` in the first slot) in one
-    compiled program."""
+    """`K(2..order)` on `X` (and with `test` in the first slot) in one compiled program."""
     K = tuple(derived_kernel(network, X, X, r, base, True, False, factored)
               for r in range(2, order + 1))
     if test is None:
-        return HierarchyKernels(network(X), K, None, None)
-    return HierarchyKernels(network(X), K, network(test),
-                            tuple(derived_kernel(network, test, X, r, base, False, False, factored)
-                                  for r in range(2, order + 1)))
+        return K, None
+    return K, tuple(derived_kernel(network, test, X, r, base, False, False, factored)
+                    for r in range(2, order + 1))
 
 
 class Hierarchy(AbstractODE):

@@ -127,8 +127,8 @@ class AbstractODE(AbstractDynamics):
         # t0, t1 static (Python floats): diffrax computes `t1` minus 100 ulps by 100
         # unrolled `prevbefore` calls (~2200 scalar HLO ops), which XLA folds at compile
         # time when `t1` is a constant (0.3 s less compilation per program on 2 CPU
-        # cores); a new tspan compiles a new program.
-        # A start known to be finite needs no event (0.2 s less compilation a program)
+        # cores); a new tspan compiles a new program. A start checked finite here needs
+        # no event (0.2 s less); under vmap or jit it cannot be checked here.
         watch_start = is_traced(y0) or not bool(_all_finite(y0))
         return _integrate(self, y0, settings.t0, settings.t1,
                           jnp.asarray(settings.ts), controller, dt0, settings.max_steps,
@@ -137,7 +137,9 @@ class AbstractODE(AbstractDynamics):
 
 @jax.jit
 def _all_finite(tree: Any) -> Any:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+    """Whether every entry of every leaf of `tree` is finite (a boolean scalar)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
 @eqx.filter_jit
