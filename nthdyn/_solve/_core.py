@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._options import Settings, check_options
-from ._results import RESULTS, RETCODES, SolverError, check_finite, code, from_diffrax, is_traced
+from ._results import (RESULTS, RETCODES, SolverError, all_finite, check_finite, code,
+                       from_diffrax, is_traced)
 from ._solution import Solution
 
 #: The keys of the observables that every dynamics saves (None where absent).
@@ -135,11 +136,7 @@ class AbstractODE(AbstractDynamics):
                           settings.meter(), watch_start)
 
 
-@jax.jit
-def _all_finite(tree: Any) -> Any:
-    """Whether every entry of every leaf of `tree` is finite (a boolean scalar)."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+_all_finite = jax.jit(all_finite)  # one small program per state structure
 
 
 @eqx.filter_jit
@@ -156,7 +153,7 @@ def _integrate(dynamics, y0, t0, t1, ts, controller, dt0, max_steps, meter, watc
                                   diffrax.SubSaveAt(t1=True)])
     event = None
     if watch_start:
-        start_is_finite = _all_finite(y0)
+        start_is_finite = all_finite(y0)
         event = diffrax.Event(lambda t, y, args, **kwargs: ~start_is_finite)
     sol = diffrax.diffeqsolve(
         dynamics.terms(t0, t1, y0), dynamics.solver, t0, t1, dt0, y0,

@@ -80,12 +80,18 @@ def from_diffrax(result: diffrax.RESULTS, *observed: Any) -> RESULTS:
     return check_finite(RESULTS.where(nan, RESULTS.nonfinite, status), *observed)
 
 
+def all_finite(tree: Any) -> Any:
+    """Whether every entry of every array of `tree` is finite (a boolean scalar; traceable)."""
+    leaves = [leaf for leaf in jax.tree_util.tree_leaves(tree) if eqx.is_array(leaf)]
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
 def check_finite(status: RESULTS, *observed: Any) -> RESULTS:
     """`nonfinite` where `status` is successful but an array of `observed` is not finite."""
-    leaves = [leaf for leaf in jax.tree_util.tree_leaves(observed) if eqx.is_array(leaf)]
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])) \
-        if leaves else jnp.asarray(True)
-    return RESULTS.where((status == RESULTS.successful) & ~finite, RESULTS.nonfinite, status)
+    return RESULTS.where((status == RESULTS.successful) & ~all_finite(observed),
+                         RESULTS.nonfinite, status)
 
 
 def is_traced(tree: Any) -> bool:
