@@ -61,13 +61,16 @@ def kernel(theta, u_tilde, alpha, X):
 def train(cfg, data, width, alpha, theta, u, c, T, K_init):
     """TwoLayer(alpha) from (theta, u) trained by d theta/dt = -c grad L up to T, solved as the
     alpha = 1 network from (theta, alpha u) with time scales (c, c alpha^2) (the same flow:
-    f_alpha(theta, u) = f_1(theta, alpha u); tests/test_two_layer.py checks it), so that every
-    alpha (and horizon T) shares one compiled solve. `K_init`: the NTK of TwoLayer(1) at (theta, u),
-    so that K(0) = alpha^2 K_init (`kernel` at u_tilde = alpha u). Returns the movement of (theta, u),
-    the NTK change, the loss."""
+    f_alpha(theta, u) = f_1(theta, alpha u); tests/test_two_layer.py checks it), and on the clock
+    t' = t T_max / T up to cfg["T"] = T_max with time scales (c, c alpha^2) T / T_max (the same path),
+    so that every alpha and horizon T shares one compiled solve per width (the solve's end time
+    is a constant of its program). `K_init`: the NTK of TwoLayer(1) at (theta, u), so that
+    K(0) = alpha^2 K_init (`kernel` at u_tilde = alpha u). Returns the movement of (theta, u), the
+    NTK change, the loss."""
     net = nd.TwoLayer.from_weights(theta, alpha * u, alpha=1.0, activation="tanh")
-    problem = nd.GradientFlowProblem(net, data, (0.0, T), time_scale=(c, c * alpha**2))
-    sol = nd.solve(problem, saveat=[0.0, T], rtol=1e-8, atol=1e-8, max_steps=400_000,
+    T_max, clock = cfg["T"], T / cfg["T"]
+    problem = nd.GradientFlowProblem(net, data, (0.0, T_max), time_scale=(c * clock, c * clock * alpha**2))
+    sol = nd.solve(problem, saveat=[0.0, T_max], rtol=1e-8, atol=1e-8, max_steps=400_000,
                    throw=False)
     end = sol.network
     movement = np.asarray(nd.relative_movement(end, net))  # ratios: u and alpha u alike

@@ -66,11 +66,18 @@ def _rel_err(a, b):
     return np.max(np.abs(a - b)) / np.max(np.abs(b))
 
 
-def test_p2_is_kernel_regression_closed_form():
+@pytest.mark.parametrize("method", ["closed form", "ODE"])
+def test_p2_is_kernel_regression_closed_form(method):
     """With K~2 = K2 frozen, f(t) = y + expm(-K t/n)(f0 - y) and on test points
-    f_x(t) = f_x(0) - K(x, X) K^{-1} (I - expm(-K t/n)) (f0 - y)."""
+    f_x(t) = f_x(0) - K(x, X) K^{-1} (I - expm(-K t/n)) (f0 - y): the default
+    solve (K2's eigendecomposition) and eq. (15) integrated by Tsit5, against scipy's expm."""
     net = network()
-    sol = nth(2)
+    if method == "closed form":
+        sol = nth(2)
+        assert sol.solver == "Eigendecomposition" and sol.options["order"] == 2
+    else:
+        sol = nd.solve(nd.NTHProblem(net, DATA, 2, TSPAN, test=X_TEST), nd.Tsit5(), saveat=SAVE)
+        assert sol.solver == "Tsit5"
     assert sol.network is None
     K = np.asarray(nd.ntk(net, X))
     Kx = np.asarray(nd.ntk(net, X_TEST, X))
@@ -196,8 +203,9 @@ def test_choose_solver():
     assert isinstance(nd.choose_solver(1000, 1.0001e4), diffrax.Kvaerno5)  # edges
     assert isinstance(nd.choose_solver(1001, 1e6), diffrax.Tsit5)
     assert isinstance(nd.choose_solver(1000, 1e4), diffrax.Tsit5)
-    # the automatic choice in a solve: a short span is not stiff
-    assert nth(2).solver == "Tsit5"
+    # the automatic choice in a solve: order 2 in closed form; a short span is not stiff
+    assert nth(2).solver == "Eigendecomposition"
+    assert nth(3).solver == "Tsit5"
 
 
 def test_relu_hierarchy_needs_smooth_activation():
@@ -217,10 +225,19 @@ def test_p2_equals_kernel_regression_with_the_finite_ntk():
     net = nd.MLP(3, 32, depth=2, activation="tanh", key=jax.random.key(4))
     test = nd.sphere_data(n=2, d=3, key=jax.random.key(5)).X
     ts = np.linspace(0.0, 3.0, 7)
-    nth = nd.solve(nd.NTHProblem(net, data, 2, (0.0, 3.0), test=test), saveat=ts)
+    problem = nd.NTHProblem(net, data, 2, (0.0, 3.0), test=test)
+    nth = nd.solve(problem, nd.Tsit5(), saveat=ts)
     regression = nd.solve(nd.KernelRegressionProblem(nd.FiniteNTK(net), data, (0.0, 3.0), test=test),
                           saveat=ts)
     np.testing.assert_allclose(regression.f, nth.f, rtol=0, atol=1e-10)
     np.testing.assert_allclose(regression.f_test, nth.f_test, rtol=0, atol=1e-10)
     np.testing.assert_allclose(nth.ntk, np.broadcast_to(nd.ntk(net, data.X), nth.ntk.shape),
                                rtol=0, atol=1e-14)  # p = 2: the kernel stays frozen
+    # the hierarchy's own default at p = 2 is that closed form
+    closed = nd.solve(problem, saveat=ts)
+    assert closed.solver == "Eigendecomposition"
+    for name in ("f", "f_test"):
+        np.testing.assert_allclose(getattr(closed, name), getattr(regression, name), rtol=0, atol=1e-14)
+    np.testing.assert_array_equal(closed.ntk, nth.ntk)
+    with pytest.raises(TypeError, match=r"closed form solves order 2 only; this problem has order=3"):
+        nd.solve(nd.remake(problem, order=3), nd.Eigendecomposition())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .._lazy import xr
@@ -63,8 +62,9 @@ def compare(flow: Solution, nth: Solution) -> xr.Dataset:
         "f_nth": variable("f_nth", nth.f),
         "ntk": variable("ntk", flow.ntk, long_name="NTK K2 along the exact flow"),
         "ntk_nth": variable("ntk_nth", nth.ntk),
-        "err_f": variable("err_f", jnp.linalg.norm(flow.f - nth.f, axis=1)),
-        "err_K2": variable("err_K2", jnp.max(jnp.abs(flow.ntk - nth.ntk), axis=(1, 2))),
+        "err_f": variable("err_f", np.linalg.norm(np.asarray(flow.f) - np.asarray(nth.f), axis=1)),
+        "err_K2": variable("err_K2", np.max(np.abs(np.asarray(flow.ntk) - np.asarray(nth.ntk)),
+                                            axis=(1, 2))),
     }
     coords = {"time": coordinate("time", flow.t),
               "order": ((), nth.problem.order, {"long_name": "truncation order p of the Neural "
@@ -73,7 +73,8 @@ def compare(flow: Solution, nth: Solution) -> xr.Dataset:
     if width is not None:
         coords["width"] = ((), width, {"long_name": "hidden width m", "units": "1"})
     if flow.f_test is not None and nth.f_test is not None:
-        data["err_f_test"] = variable("err_f_test", jnp.linalg.norm(flow.f_test - nth.f_test, axis=1))
+        data["err_f_test"] = variable("err_f_test", np.linalg.norm(
+            np.asarray(flow.f_test) - np.asarray(nth.f_test), axis=1))
     ds = xr.Dataset(data, coords=coords)
     ds.attrs.update(provenance(
         f"exact gradient flow vs order-{nth.problem.order} truncated NTH",

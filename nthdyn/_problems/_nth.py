@@ -55,6 +55,7 @@ from .._network import AbstractNetwork
 from .._solve import AbstractODE, check_span, half_mean_square, is_traced, observed
 from ._base import AbstractProblem, check_common
 from ._flow import check_solver
+from ._regression import Eigendecomposition, KernelClosedForm
 
 #: The automatic solver choice uses an implicit method only for states this small.
 IMPLICIT_MAX_STATE = 1000
@@ -102,7 +103,7 @@ def initial_kernels(problem: NTHProblem, *, order: int | None = None,
     `hierarchy_kernel` (rank-one directions; `None` chooses by shape).
 
     Cost: that of `hierarchy_kernel` for each order `2..p`, i.e. dominated by `K(p)`:
-    about `(3 n)^(p-2)` times one K2; one compiled program computes them all."""
+    about `(3 n)^(p-2)` times one K2; one compiled program per order (and slot)."""
     if not isinstance(problem, NTHProblem):
         raise TypeError(f"problem={type(problem).__name__}: initial_kernels takes an "
                         "nthdyn.NTHProblem (the kernels K(2..p) start the hierarchy).")
@@ -120,9 +121,11 @@ def initial_kernels(problem: NTHProblem, *, order: int | None = None,
     return HierarchyKernels(net(X), K, None if test is None else net(test), K_test)
 
 
-@eqx.filter_jit
 def _kernels(network, X, test, order, base, factored):
-    """`K(2..order)` on `X` (and with `test` in the first slot) in one compiled program."""
+    """`K(2..order)` on `X` (and with `test` in the first slot), each by its own compiled
+    program (`derived_kernel`'s, as `hierarchy_kernel`'s): `K(r)` is the same to the bit
+    whichever order asked for it, which one program for all orders does not promise
+    (XLA fuses each order's arithmetic with the others' differently)."""
     K = tuple(derived_kernel(network, X, X, r, base, True, False, factored)
               for r in range(2, order + 1))
     if test is None:
@@ -269,9 +272,11 @@ class NTHProblem(AbstractProblem):
     **Solve:** `solve(problem, solver=None, kernels=None, reduced=None,
     max_bytes=2 GiB, **options)`:
 
-    - `solver`: any adaptive diffrax solver; `None` chooses by `choose_solver`
-      (from the stiffness of `K2`; inside `jit`/`vmap`, where `K2` is not known on
-      the host, `Tsit5`).
+    - `solver`: any adaptive diffrax solver; `None` chooses: at `p = 2` the closed
+      form, `Eigendecomposition()` (kernel regression with the frozen `K2`, as
+      `KernelRegressionProblem`; an ODE solver integrates eq. (15) instead), above it
+      by `choose_solver` (from the stiffness of `K2`; inside `jit`/`vmap`, where `K2`
+      is not known on the host, `Tsit5`).
     - `kernels`: precomputed `initial_kernels` (of this order or higher) instead of
       computing them.
     - `reduced`: for `order=3`, solve the `(r, R)` system (the default) instead of
@@ -324,6 +329,12 @@ class NTHProblem(AbstractProblem):
         kernels = kernels.truncate(3 if reduced else p)
         f0, K = kernels.f, kernels.K
         testing = kernels.f_test is not None
+        if p == 2 and (solver is None or isinstance(solver, Eigendecomposition)):
+            # eq. (15) at p = 2 is kernel regression with the frozen K2, eq. (8): exact
+            # through K2's eigendecomposition, as KernelRegressionProblem solves it
+            return KernelClosedForm(K=K[0], K_test=kernels.K_test[0] if testing else None, y=y,
+                                    f0=f0, f0_test=kernels.f_test, t0=self.tspan[0],
+                                    save_ntk=True, info=(("order", 2), ("reduced", 0))), None
         if reduced:
             state = {"r": f0 - y, "R": jnp.zeros_like(f0)}
             if p == 4:
@@ -354,6 +365,10 @@ class NTHProblem(AbstractProblem):
     def _solver(self, solver: Any, K2: Array, size: int) -> diffrax.AbstractSolver:
         """The user's solver, checked; or the automatic choice from the stiffness of K2
         (Tsit5 inside jit/vmap, where K2's values are not known on the host)."""
+        if isinstance(solver, Eigendecomposition):
+            raise TypeError(f"solver=Eigendecomposition(): the closed form solves order 2 only; "
+                            f"this problem has order={self.order}. Pass None (automatic) or an "
+                            "adaptive diffrax solver such as nthdyn.Tsit5().")
         if solver is not None:
             return check_solver(solver, size, limit=IMPLICIT_MAX_DENSE, state="hierarchy's state",
                                 default=diffrax.Tsit5())

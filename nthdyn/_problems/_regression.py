@@ -4,10 +4,11 @@
 
 the network's dynamics in the infinite-width limit when `K` is the limiting NTK,
 and the hierarchy truncated at `p = 2` (eq. (15)) when `K` is the finite-width NTK
-at `t = 0`. With `K = V diag(lambda) V^T` on the training inputs the solution is,
+at `t = 0` (`NTHProblem` solves order 2 by this closed form). With `K = V diag(lambda) V^T` on the training inputs the solution is,
 for `tau = t - t0` and `r0 = f(t0) - y`,
 
     f(t)      = y + V exp(-lambda tau / n) V^T r0                           (training)
+              = f(t0) + V (exp(-lambda tau / n) - 1) V^T r0     (computed so, by expm1)
     f_x(t)    = f_x(t0) - K(x, X) V diag(phi) V^T r0,  phi = (1 - e^(-lambda tau/n)) / lambda
                                                                               (test, eq. (22))
 
@@ -191,10 +192,14 @@ class KernelClosedForm(AbstractClosedForm):
     f0_test: Array | None
     t0: float = eqx.field(static=True)
     save_ntk: bool = eqx.field(static=True)
+    info: tuple[tuple[str, int], ...] = eqx.field(static=True, default=())
 
     @property
     def method(self):
         return "Eigendecomposition"
+
+    def record(self):
+        return dict(self.info)
 
     def evaluate(self, ts):
         n = self.y.shape[0]
@@ -202,8 +207,10 @@ class KernelClosedForm(AbstractClosedForm):
         lam = jnp.maximum(lam, 0.0)
         coefficients = V.T @ (self.f0 - self.y)  # r0 in the eigenbasis
         tau = ts - self.t0
-        r = (jnp.exp(-jnp.outer(tau, lam) / n) * coefficients) @ V.T
-        f = self.y + r
+        # f0 plus the change, exp(-lam tau/n) - 1 by expm1: exactly f0 at t0, and the
+        # change to relative precision at small t
+        f = self.f0 + (jnp.expm1(-jnp.outer(tau, lam) / n) * coefficients) @ V.T
+        r = f - self.y
         f_test = dfdt_test = None
         if self.K_test is not None:
             phi = (tau[:, None] / n) * _relative_phi(jnp.outer(tau, lam) / n)

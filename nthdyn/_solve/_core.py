@@ -148,7 +148,11 @@ def _integrate(dynamics, y0, t0, t1, ts, controller, dt0, max_steps, meter, watc
     would be NaN, so the controller would reject steps until max_steps (100,000 for
     nothing); an event ends it, and `from_diffrax` reports it as `nonfinite`. (A finite
     start stays finite: a step whose error estimate is not finite is rejected.) A start
-    checked finite on the host (`AbstractODE.run`) leaves the event out."""
+    checked finite on the host (`AbstractODE.run`) leaves the event out.
+
+    `ForwardMode`: a `solve` is never differentiated in reverse mode (its inputs are
+    checked on the host), so diffrax's plain `lax.while_loop` replaces the default
+    adjoint's checkpointed loop, ~0.25 s less tracing per program."""
     saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=dynamics.observe),
                                   diffrax.SubSaveAt(t1=True)])
     event = None
@@ -158,7 +162,7 @@ def _integrate(dynamics, y0, t0, t1, ts, controller, dt0, max_steps, meter, watc
     sol = diffrax.diffeqsolve(
         dynamics.terms(t0, t1, y0), dynamics.solver, t0, t1, dt0, y0,
         saveat=saveat, stepsize_controller=controller, max_steps=max_steps,
-        throw=False, progress_meter=meter, event=event,
+        throw=False, progress_meter=meter, event=event, adjoint=diffrax.ForwardMode(),
     )
     saved, last = sol.ys
     y1 = jax.tree_util.tree_map(lambda leaf: leaf[-1], last)
