@@ -60,10 +60,10 @@ def compile_for_speed() -> None:
     unless `XLA_FLAGS` already sets it. Tiny runs (`--quick`, the tests) spend most of
     their time compiling. XLA's backend compilation of a Dopri8 flow solve plus an
     order-4 hierarchy solve (width 32, n = 4) on a 2-core machine: 4.9 s by default,
-    3.2 s at `-O0`, 1.9 s at `-O0` without the fusion emitters. Results agree to rounding, not bit for
-    bit: transcendental functions differ by a few ulps between the settings (`tanh`:
-    up to 7e-16), and a 1e-12 flow solve's outputs by ~1e-15. Takes effect only before
-    JAX's first computation."""
+    3.2 s at `-O0`, 1.9 s at `-O0` without the fusion emitters. Results agree to
+    rounding, not bit for bit: transcendental functions differ by a few ulps between
+    the settings (`tanh`: up to 7e-16), and a 1e-12 flow solve's outputs by ~1e-15.
+    Takes effect only before JAX's first computation."""
     flags = os.environ.get("XLA_FLAGS", "")
     for flag, value in FAST_COMPILE_FLAGS.items():
         if flag not in flags:
