@@ -10,9 +10,6 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
-from diffrax import Dopri5 as Dopri5, Dopri8 as Dopri8, Kvaerno5 as Kvaerno5, Tsit5 as Tsit5
-from diffrax import Euler as Euler, Heun as Heun, SRA1 as SRA1  # SDE solvers (noisy flow)
-
 from ._activation import (
     AbstractActivation as AbstractActivation,
     Erf as Erf,
@@ -139,3 +136,19 @@ from ._spectrum import (
 )
 
 __version__ = "0.1.0"
+
+#: diffrax's solvers, re-exported; diffrax is imported on first use (`_lazy.py`).
+_SOLVERS = ("Dopri5", "Dopri8", "Kvaerno5", "Tsit5",
+            "Euler", "Heun", "SRA1")  # the last three: SDE solvers (the noisy flow)
+
+
+def __getattr__(name: str):
+    if name in _SOLVERS:
+        import diffrax
+
+        return getattr(diffrax, name)
+    raise AttributeError(f"module 'nthdyn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_SOLVERS))

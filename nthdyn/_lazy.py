@@ -1,9 +1,14 @@
-"""xarray and pandas, imported on first use.
+"""Heavy dependencies, imported on first use.
 
-They take about 0.6 s to import, a third of `import nthdyn`, and a solve or a kernel
-never touches them: only Datasets, NetCDF files, sweeps and fits do. Modules write
-`from ._lazy import xr` instead of `import xarray as xr`; the first attribute looked
-up imports the real module and copies its namespace in.
+- xarray and pandas (about 0.6 s): only Datasets, NetCDF files, sweeps and fits need
+  them, never a solve or a kernel.
+- diffrax, with optimistix and lineax (about 0.4 s): only a solve needs them, not the
+  kernels, the limits or the data.
+
+Modules write `from .._lazy import xr` instead of `import xarray as xr`; the first
+attribute looked up imports the real module and copies its namespace in. (A module
+that subclasses a diffrax class, `_problems/_factored.py`, `_solve/_meter.py`, imports
+diffrax itself and is imported where it is used.)
 """
 
 from __future__ import annotations
@@ -24,3 +29,6 @@ class LazyModule(types.ModuleType):
 
 xr: Any = LazyModule("xarray")
 pd: Any = LazyModule("pandas")
+diffrax: Any = LazyModule("diffrax")
+optx: Any = LazyModule("optimistix")
+lx: Any = LazyModule("lineax")

@@ -203,3 +203,22 @@ def test_a_sweep_over_orders_computes_the_kernels_once(data, monkeypatch):
     for order in (2, 3, 4):
         member = nd.solve(ens.member(seed=1, order=order), nd.Tsit5(), saveat=TIMES)
         np.testing.assert_allclose(ds.f.sel(seed=1, order=order), member.f, rtol=0, atol=1e-12)
+
+
+def test_import_leaves_the_heavy_dependencies_for_later():
+    """`import nthdyn` imports neither diffrax (with optimistix, lineax) nor xarray,
+    pandas, matplotlib or dask (`nthdyn/_lazy.py`); the re-exported solvers import
+    diffrax on first use, and a solve works from there."""
+    import subprocess
+    import sys
+
+    heavy = ("diffrax", "optimistix", "lineax", "xarray", "pandas", "matplotlib", "dask")
+    script = (
+        "import sys\nimport nthdyn as nd\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+        "from nthdyn import Dopri8\nimport diffrax\n"
+        "assert Dopri8 is diffrax.Dopri8 and nd.SRA1 is diffrax.SRA1 and 'Tsit5' in dir(nd)\n"
+        "try:\n    nd.Tsit6\nexcept AttributeError as error:\n    print(error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["[]", "module 'nthdyn' has no attribute 'Tsit6'"], out

@@ -16,21 +16,19 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 import numpy as np
 from jaxtyping import Array, Float
 
 from .._checks import positive_float
 from .._data import TrainingSet
 from .._kernels import ntk_traced
+from .._lazy import diffrax, lx
 from .._network import AbstractLayeredNetwork, AbstractNetwork, as_key, parameter_count, trainable
 from .._solve import AbstractODE, check_span, half_mean_square, observed
 from ._base import AbstractProblem, check_common
-from ._factored import FactoredRungeKutta, FactoredStages, factoring_pays
 from ._objective import Objective, check_time_scale, check_weight_decay
 from ._regimes import has_particles, particles, relative_movement
 
@@ -202,6 +200,8 @@ class GradientFlow(AbstractODE):
         `tau > 0` (additive noise, a `VirtualBrownianTree` of tolerance
         `brownian_tol`, so the path is a function of `noise_key` alone)."""
         if self.factored:
+            from ._factored import FactoredStages  # subclasses diffrax's: imported here
+
             return FactoredStages(self)
         drift = diffrax.ODETerm(self.field)
         if not self.temperature:
@@ -352,8 +352,12 @@ class GradientFlowProblem(AbstractProblem):
         plain = not (self.center or decays
                      or any(c != 1.0 for c in check_time_scale(self.network, self.time_scale)))
         factored = self._factored(extra["factored"], solver, decays)
+        if factored:
+            from ._factored import FactoredRungeKutta
+
+            solver = FactoredRungeKutta(solver)
         return GradientFlow(
-            factored=factored, solver=FactoredRungeKutta(solver) if factored else solver,
+            factored=factored, solver=solver,
             static=static, X=X, y=self.data.y, X_test=self.test,
             save_ntk=bool(extra["save_ntk"]),
             objective=None if plain else self.objective(),
@@ -382,6 +386,8 @@ class GradientFlowProblem(AbstractProblem):
         if self.temperature:
             reasons.append("the noisy flow is an SDE")
         if factored is None:
+            from ._factored import factoring_pays
+
             return not reasons and factoring_pays(self.network, self.data.n, solver)
         if reasons:
             raise ValueError(f"factored=True: {'; '.join(reasons)}. Factored stages need a layered "

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -51,6 +50,7 @@ from .._kernels import (
     factoring_chosen,
     kernel_bytes,
 )
+from .._lazy import diffrax
 from .._network import AbstractNetwork
 from .._solve import AbstractODE, check_span, half_mean_square, is_traced, observed
 from ._base import AbstractProblem, check_common

@@ -22,7 +22,6 @@ import abc
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -31,6 +30,7 @@ from jaxtyping import Array, Float
 
 from .._data import TrainingSet, as_training_set, as_training_set_for, check_inputs
 from .._kernels import ntk_traced
+from .._lazy import diffrax
 from .._limits import AbstractQuadrature, limiting_kernels
 from .._limits._distribution import eigen_kernel
 from .._network import AbstractLayeredNetwork, AbstractNetwork

@@ -19,12 +19,12 @@ import functools
 import warnings
 from typing import Any
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._lazy import diffrax
 from ._options import Settings, check_options
 from ._results import (RESULTS, RETCODES, SolverError, all_finite, check_finite, code,
                        from_diffrax, is_traced)

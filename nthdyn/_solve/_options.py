@@ -29,20 +29,25 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 
 from .._checks import positive_float, positive_int
+from .._lazy import diffrax, optx
+
+
+def two_norm(x: Any) -> Any:
+    """`optimistix.two_norm` (the default `norm`; optimistix is imported on first use)."""
+    return optx.two_norm(x)
+
 
 #: The common options of `solve` and their defaults (one place).
 DEFAULTS: dict[str, Any] = {
     "saveat": None,
     "rtol": 1e-10,
     "atol": 1e-10,
-    "norm": optx.two_norm,
+    "norm": two_norm,
     "max_steps": 100_000,
     "dt0": None,
     "progress": False,
@@ -52,18 +57,6 @@ DEFAULTS: dict[str, Any] = {
 ODE_ONLY = ("rtol", "atol", "norm", "max_steps", "dt0")
 #: Save times when `saveat` is not given.
 DEFAULT_SAVE_COUNT = 101
-
-
-class SpanProgressMeter(diffrax.TqdmProgressMeter):
-    """diffrax's tqdm bar, labelled as what it counts: the share of the time span (or of
-    the steps) done, with the time elapsed and left (no "%/s" rate)."""
-
-    @staticmethod
-    def _init_bar():
-        import tqdm
-
-        return tqdm.tqdm(total=100, unit="%", bar_format=(
-            "{percentage:5.1f}% of the span |{bar}| {elapsed} elapsed, {remaining} left"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +84,11 @@ class Settings:
             step_ts=jnp.asarray(self.ts))
 
     def meter(self) -> diffrax.AbstractProgressMeter:
-        return SpanProgressMeter() if self.progress else diffrax.NoProgressMeter()
+        if not self.progress:
+            return diffrax.NoProgressMeter()
+        from ._meter import SpanProgressMeter
+
+        return SpanProgressMeter()
 
     def record(self, discrete: bool) -> dict[str, Any]:
         """The options as they enter provenance (JSON-ready)."""

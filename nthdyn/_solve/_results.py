@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .._lazy import diffrax
 
 
 class RESULTS(eqx.Enumeration):
