@@ -60,13 +60,34 @@ def test_case_runs_quick(case, tmp_path, subprocess_env):
 
 
 @pytest.fixture(scope="module")
-def quickstart_out(tmp_path_factory, subprocess_env):
-    """`nthdyn run --quick --out OUT` (the default, shipped quickstart case)."""
+def quickstart_run(tmp_path_factory, subprocess_env):
+    """`nthdyn run --quick --out OUT` (the default, shipped quickstart case): OUT and
+    what it printed."""
     work = tmp_path_factory.mktemp("cli")
     result = _run(["-m", "nthdyn._cli", "run", "--quick", "--out", work / "out"],
                   subprocess_env, cwd=work)
     _check_quick_run("quickstart", result, work)
-    return work / "out"
+    return work / "out", result.stdout
+
+
+@pytest.fixture(scope="module")
+def quickstart_out(quickstart_run):
+    return quickstart_run[0]
+
+
+def test_the_quickstart_page_shows_what_the_quick_run_prints(quickstart_run):
+    """docs/quickstart.md's output block is the quick run's, line for line, but for the
+    seconds it took and the output folder."""
+    out, printed = quickstart_run
+    page = (ROOT / "docs" / "quickstart.md").read_text()
+    block = page.split("[nthdyn] case quickstart (quick)", 1)[1].split("```", 1)[0]
+    shown = ("[nthdyn] case quickstart (quick)" + block).strip().splitlines()
+    ran = printed.replace(str(out), "out").strip().splitlines()
+    assert len(shown) == len(ran), (shown, ran)
+    for line_shown, line_ran in zip(shown, ran):
+        if "finished in" in line_shown:
+            line_shown, line_ran = (line.split(" in ")[0] for line in (line_shown, line_ran))
+        assert line_shown == line_ran
 
 
 def test_cli_run_writes_quickstart_files(quickstart_out):
