@@ -207,8 +207,8 @@ def test_a_sweep_over_orders_computes_the_kernels_once(data, monkeypatch):
 
 def test_import_leaves_the_heavy_dependencies_for_later():
     """`import nthdyn` imports neither diffrax (with optimistix, lineax) nor xarray,
-    pandas, matplotlib or dask (`nthdyn/_lazy.py`); the re-exported solvers import
-    diffrax on first use, and a solve works from there."""
+    pandas, matplotlib or dask (`nthdyn/_lazy.py`); the re-exported solvers are diffrax's,
+    imported on first access, and a misspelt name is an AttributeError."""
     import subprocess
     import sys
 
