@@ -459,7 +459,7 @@ LOOP_CALLS = 100
 def overhead_table(sizes, args):
     n = 6
     X = nd.sphere_data(n, D, key=jax.random.key(0)).X
-    c = jnp.linspace(-1.0, 1.0, n)
+    c, d = jnp.linspace(-1.0, 1.0, n), jnp.cos(jnp.arange(n))
     print(f"(e) One call of a small kernel, MLP depth 1, n = {n}: nthdyn's public function (input "
           "checks included) against plain nested jax.jvp of a Jacobian NTK, jitted")
     print()
@@ -480,14 +480,20 @@ def overhead_table(sizes, args):
                 return jax.jvp(ntk_of, (p,), (direction,))[1]
             return jnp.moveaxis(jax.lax.map(along, X), 0, -1)
 
-        @jax.jit
-        def plain_contraction(p, c):
-            direction = jax.grad(lambda q: jnp.dot(c, eqx.combine(q, static)(X)))(p)
-            return jax.jvp(ntk_of, (p,), (direction,))[1]
+        def along(fn, c):
+            """The derivative of `fn` along the moving field `grad (c . f)` (eq. (10))."""
+            def derivative(p):
+                direction = jax.grad(lambda q: jnp.dot(c, eqx.combine(q, static)(X)))(p)
+                return jax.jvp(fn, (p,), (direction,))[1]
+            return derivative
 
+        plain_contraction = jax.jit(lambda p, c: along(ntk_of, c)(p))
+        plain_contraction2 = jax.jit(lambda p, c, d: along(along(ntk_of, c), d)(p))
         pairs = {"K3": (lambda: nd.hierarchy_kernel(net, X, 3), lambda: plain_K3(params)),
                  "K3[c]": (lambda: nd.hierarchy_contraction(net, X, [c]),
-                           lambda: plain_contraction(params, c))}
+                           lambda: plain_contraction(params, c)),
+                 "K4[c,d]": (lambda: nd.hierarchy_contraction(net, X, [c, d]),
+                             lambda: plain_contraction2(params, c, d))}
         for label, (ours, plain) in pairs.items():
             diff = float(jnp.max(jnp.abs(ours() - plain())))
             single, loop = {0: [], 1: []}, {0: [], 1: []}

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Hashable
 from typing import Any
 
+import equinox as eqx
 import jax
 import numpy as np
 
@@ -27,23 +29,55 @@ def positive_float(value: Any, name: str, *, allow_zero: bool = False) -> float:
     return value
 
 
-#: JAX arrays that passed a host check, by `(check, id(array))`, held weakly.
-_PASSED: dict[tuple[str, int], weakref.ref] = {}
+#: Results of host checks on immutable objects (JAX arrays, Equinox modules), by the
+#: check and the objects' ids, with the objects held weakly: `(refs, result)`.
+_PASSED: dict[tuple, tuple[tuple[Any, ...], Any]] = {}
+
+
+def recall(check: Hashable, *objects: Any) -> Any:
+    """What `remember(check, objects, result)` recorded for these very objects (`None`
+    stands for itself), or None. JAX arrays and Equinox modules are immutable, so what
+    was checked of them still holds: a kernel called in a loop on the same network and
+    inputs checks them once."""
+    entry = _PASSED.get((check, *map(id, objects)))
+    if entry is None:
+        return None
+    refs, result = entry
+    # an id is reused only after its object is freed, and then the entry is gone;
+    # the identity check also covers an object freed while its entry is being read
+    for ref, obj in zip(refs, objects):  # a loop, not all(...): this runs on every call
+        if ref is not None and ref() is not obj:
+            return None
+    return result
+
+
+def remember(check: Hashable, objects: tuple[Any, ...], result: Any) -> None:
+    """Record `result` for `check` on `objects` (JAX arrays, not traced, Equinox modules
+    or None), forgotten when any of them is freed; nothing is recorded for other
+    objects (a NumPy array can change between calls)."""
+    if not all(obj is None or isinstance(obj, eqx.Module) or (
+            isinstance(obj, jax.Array) and not isinstance(obj, jax.core.Tracer))
+            for obj in objects):
+        return
+    key = (check, *map(id, objects))
+
+    def forget(_, key=key):
+        _PASSED.pop(key, None)
+
+    _PASSED[key] = (tuple(None if obj is None else weakref.ref(obj, forget) for obj in objects),
+                    result)
 
 
 def passed_before(value: Any, check: str) -> bool:
-    """Whether this very JAX array already passed the host check named `check`. A JAX
-    array is immutable, so its values cannot have changed since: a kernel called in a
-    loop on the same inputs checks them once (NumPy on the host, ~50 us a call)."""
-    ref = _PASSED.get((check, id(value)))
-    return ref is not None and ref() is value
+    """Whether this very JAX array already passed the host check named `check`
+    (`recall`, inlined: the host checks cost ~50 us a call in NumPy)."""
+    entry = _PASSED.get((check, id(value)))
+    return entry is not None and entry[0][0]() is value
 
 
 def remember_passed(value: Any, check: str) -> None:
     """Record that the JAX array `value` passed `check` (forgotten when it is freed)."""
-    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
-        key = (check, id(value))
-        _PASSED[key] = weakref.ref(value, lambda _, key=key: _PASSED.pop(key, None))
+    remember(check, (value,), True)
 
 
 def default_float() -> Any:

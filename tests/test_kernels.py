@@ -154,6 +154,110 @@ def test_host_checks_run_once_per_jax_array_and_still_refuse_bad_values():
             nd.hierarchy_contraction(net, sphere(4, 3, 5), [bad_c])
 
 
+class _SquashedModel(nd.AbstractNetwork):
+    """f(x) = scale * squash(w . phi(x)), with two leaves that are not arrays: a Python
+    number used in a Python `if` (it must be static) and a function."""
+
+    w: jax.Array
+    scale: float
+    squash: object
+    in_size: int = eqx.field(static=True)
+
+    def __init__(self, w, scale):
+        self.w, self.scale, self.squash, self.in_size = w, scale, jax.numpy.tanh, 3
+
+    def apply(self, x):
+        if self.scale == 0:
+            return 0.0 * x[0]
+        return self.scale * self.squash(self.w @ features(x, jax.numpy))
+
+
+def test_kernels_take_networks_with_leaves_that_are_not_arrays():
+    """The kernels dispatch through `jax.jit` (`fast_jit`); a network with a function
+    leaf and a Python number used as a concrete value takes the general path (those
+    leaves static) and gives the closed forms of K2 and K3 for f = s tanh(w . phi):
+    K2(a, b) = s^2 t'_a t'_b <phi_a, phi_b> and K3(a, b, c) = s^3 <phi_a, phi_b> t'_c
+    (t''_a t'_b <phi_a, phi_c> + t'_a t''_b <phi_b, phi_c>), t' = 1 - tanh^2, t'' = -2 tanh t'."""
+    w = jax.random.normal(jax.random.key(3), (9,), jax.numpy.float64) / 3
+    Xs = sphere(5, 3, 7)
+    phi = np.stack([features(x, np) for x in Xs])
+    tanh = np.tanh(phi @ np.asarray(w))
+    d1, gram = 1 - tanh**2, phi @ phi.T
+    d2 = -2 * tanh * d1
+    for scale in (0.7, 1.3):  # another value of a static leaf: another program
+        net = _SquashedModel(w, scale)
+        K2 = scale**2 * np.outer(d1, d1) * gram
+        K3 = scale**3 * gram[:, :, None] * d1[None, None, :] * (
+            (d2[:, None] * d1[None, :])[:, :, None] * gram[:, None, :]
+            + (d1[:, None] * d2[None, :])[:, :, None] * gram[None, :, :])
+        for _ in range(2):  # the second call takes the general path at once
+            np.testing.assert_allclose(nd.ntk(net, Xs), K2, rtol=1e-13, atol=1e-15)
+            np.testing.assert_allclose(nd.hierarchy_kernel(net, Xs, 3), K3, rtol=1e-12,
+                                       atol=1e-15)
+    np.testing.assert_allclose(nd.ntk(_SquashedModel(w, 0.0), Xs), 0.0, atol=0)
+
+
+def test_fast_jit_static_arguments_general_leaves_and_errors():
+    """`fast_jit`: named arguments are static; a function leaf is static (the general
+    path, per argument types); a TypeError of the function itself is not mistaken for a
+    leaf that is not an array."""
+    from nthdyn._dispatch import fast_jit
+
+    traces = []
+
+    @fast_jit(static=("power",))
+    def power_of(tree, power):
+        traces.append(power)
+        if power < 0:
+            raise TypeError(f"power={power}: negative")
+        return tree["map"](tree["x"]) ** power
+
+    x = jax.numpy.arange(3.0)
+    same = dict(rtol=1e-15, atol=0)
+    np.testing.assert_allclose(power_of({"map": jax.numpy.exp, "x": x}, 2), np.exp(x) ** 2, **same)
+    np.testing.assert_allclose(power_of({"map": jax.numpy.sin, "x": x}, power=2),
+                               np.sin(x) ** 2, **same)
+    np.testing.assert_allclose(power_of({"map": jax.numpy.exp, "x": x + 1}, 2),
+                               np.exp(x + 1) ** 2, **same)
+    assert traces == [2, 2]  # a program for exp, one for sin; exp again reuses its own
+    with pytest.raises(TypeError, match="power=-1: negative"):
+        power_of({"map": jax.numpy.exp, "x": x}, -1)
+    with pytest.raises(TypeError, match="power=-2: negative"):
+        power_of({"x": x, "map": lambda v: v}, -2)
+
+
+def test_a_kernel_call_is_checked_once_and_keeps_nothing_alive():
+    """`kernel_call` remembers the checks of a network with JAX inputs by identity (all
+    immutable): the record holds them weakly (freed inputs take it with them) and
+    nothing is remembered for NumPy inputs (mutable) or converted copies."""
+    import gc
+    import weakref
+
+    from nthdyn._checks import recall
+
+    key = ("kernel call", "auto", None)
+    net = nd.MLP(3, 8, 1, "softplus", key=0)
+    X = jax.numpy.asarray(sphere(4, 3, 5))
+    c = jax.numpy.linspace(-1.0, 1.0, 4)
+    K = nd.hierarchy_contraction(net, X, [c])
+    assert recall(key, net, X, None) is not None
+    np.testing.assert_array_equal(nd.hierarchy_contraction(net, X, [c]), K)
+    np.testing.assert_allclose(nd.hierarchy_kernel(net, X, 3) @ c, K, rtol=1e-13, atol=1e-16)
+    alive = weakref.ref(X)
+    del X
+    gc.collect()
+    assert alive() is None
+    values = sphere(4, 3, 5)
+    nd.hierarchy_kernel(net, values, 3)
+    assert recall(key, net, values, None) is None
+    single = jax.numpy.asarray(values, jax.numpy.float32)
+    nd.hierarchy_kernel(net, single, 3)
+    assert recall(key, net, single, None) is None
+    values[0] = 0.0  # a NumPy array can change: checked again
+    with pytest.raises(ValueError, match="X row 0 has norm 0"):
+        nd.hierarchy_kernel(net, values, 3)
+
+
 def test_initialisation_in_one_program_equals_drawing_each_array():
     """`normal_draws` (all of a network's initial weights in one compiled program) gives
     bit for bit the arrays of `scale * jax.random.normal(k_i, shape_i)` drawn one by one

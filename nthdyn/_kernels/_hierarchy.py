@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._checks import passed_before, positive_int, remember_passed
+from .._checks import passed_before, positive_int, recall, remember, remember_passed
 from .._data import float_values, check_inputs
 from .._dispatch import fast_jit
 from .._network import (AbstractLayeredNetwork, AbstractNetwork, low_rank, low_rank_pays,
@@ -86,15 +86,17 @@ def base_kernel(network: AbstractNetwork, method: str) -> Callable:
 def check_vector(value: Any, name: str, n: int, dtype: Any) -> Float[Array, " n"]:
     """`value` as a finite vector of shape `(n,)`: it contracts a slot over the `n`
     training inputs (a traced value is checked for its shape only)."""
-    checked = isinstance(value, jax.core.Tracer) or passed_before(value, "finite")
-    if not checked:
+    if passed_before(value, "finite") and value.shape == (n,) and value.dtype == dtype:
+        return value  # the same JAX array as before: a vector in a loop is checked once
+    traced = isinstance(value, jax.core.Tracer)
+    if not traced:
         values = float_values(value, name).ravel()
         if values.size and not np.all(np.isfinite(values)):
             raise ValueError(f"{name} has a non-finite entry ({values[~np.isfinite(values)][0]}): "
                              "pass finite vectors.")
     if not (isinstance(value, jax.Array) and value.dtype == dtype):  # no copy back
         value = jnp.asarray(value, dtype)
-    if not checked:
+    if not traced:
         remember_passed(value, "finite")
     if value.shape != (n,):
         raise ValueError(f"{name} has shape {value.shape}: it contracts a slot over the {n} "
@@ -102,10 +104,14 @@ def check_vector(value: Any, name: str, n: int, dtype: Any) -> Float[Array, " n"
     return value
 
 
-def check_order(network: AbstractNetwork, order: Any, *, name: str = "order") -> int:
-    """`order >= 2`, and a smooth activation when `order >= 3` (Assumption 2.1)."""
+def check_order(network: AbstractNetwork, order: Any, *, name: str = "order",
+                smooth: bool | None = None) -> int:
+    """`order >= 2`, and a smooth activation when `order >= 3` (Assumption 2.1);
+    `smooth`: the network's `smooth()` where it is known (`KernelCall.smooth`)."""
     order = positive_int(order, name, minimum=2)
-    if order >= 3 and not type(network).smooth(network):  # eager: see `low_rank_pays`
+    if smooth is None:
+        smooth = type(network).smooth(network)  # eager: see `low_rank_pays`
+    if order >= 3 and not smooth:
         what = (network.activation.name if isinstance(network, AbstractLayeredNetwork)
                 else type(network).__name__)
         raise ValueError(
@@ -242,7 +248,7 @@ def direction_batches(network: AbstractLayeredNetwork, points: int, n: int, leve
     return tuple(batches)
 
 
-@fast_jit
+@fast_jit(static=("order", "base", "symmetric", "fixed", "factored"))
 def derived_kernel(network, X_first, X, order, base, symmetric, fixed=False, factored=None):
     """`K(order)` (`fixed=False`: directions that move with theta, eq. (10)) or the
     Taylor kernel `calK(order)` (`fixed=True`: directions at the network's parameters,
@@ -261,7 +267,7 @@ def derived_kernel(network, X_first, X, order, base, symmetric, fixed=False, fac
     return fn(network)
 
 
-@fast_jit
+@fast_jit(static=("base", "symmetric", "fixed", "factored"))
 def derived_contraction(network, X_first, X, vectors, base, symmetric, fixed=False,
                         factored=None):
     """`K(r)[c_3, ..., c_r]` (or `calK(r)[...]` with `fixed=True`), `r = 2 + len(vectors)`,
@@ -276,6 +282,47 @@ def derived_contraction(network, X_first, X, vectors, base, symmetric, fixed=Fal
     for c in vectors:
         fn = derive_along(fn, X, c, at, factored)
     return fn(network)
+
+
+class KernelCall(NamedTuple):
+    """The checked arguments of a kernel call (`kernel_call`)."""
+
+    X: Array
+    X_first: Array
+    symmetric: bool
+    base: Callable
+    factored: bool | None
+    smooth: bool
+
+
+def kernel_call(network: AbstractNetwork, X: Any, X_first: Any, method: Any,
+                factored: Any) -> KernelCall:
+    """The network, inputs (`kernel_inputs`), `method` (`base_kernel`) and `factored`
+    (`check_factored`) of a kernel call, checked; and whether the network is smooth.
+
+    The same network with the same JAX arrays is checked once (`recall`): the arrays
+    are immutable, and what is checked of the network (its class, static fields and
+    input size) cannot change either. The checks take 30-50 us of Python a call on this 2-core machine
+    (isinstance on abstract classes, Equinox's attribute access), as long as K3[c] of
+    an MLP of width 128 on 6 points takes to compute; a lookup takes a few.
+    """
+    key = (("kernel call", method, factored)
+           if type(method) is str and (factored is None or type(factored) is bool) else None)
+    facts = None if key is None else recall(key, network, X, X_first)
+    if facts is not None:
+        return KernelCall(X, X if X_first is None else X_first, *facts)
+    check_network(network)
+    checked_X, checked_X_first, symmetric = kernel_inputs(network, X, X_first)
+    base = base_kernel(network, method)
+    facts = (symmetric, base, check_factored(network, base, factored),
+             type(network).smooth(network))
+    # only inputs used as given: a converted copy would live as long as the record
+    given = X if X_first is None else X_first
+    if key is not None and checked_X is X and checked_X_first is given:
+        remember(key, (network, X, X_first), facts)
+    return KernelCall(checked_X, checked_X_first, *facts)
+
+
 def kernel_inputs(network: AbstractNetwork, X: Any, X_first: Any) -> tuple[Array, Array, bool]:
     """`(X, X_first, symmetric)`: the checked training inputs, the first slot's inputs
     (`X` itself when `X_first` is None, then the kernel is symmetric in its first two
@@ -347,14 +394,23 @@ def hierarchy_kernel(
     Cost: about `(3 n)^(r-2)` times one K2 (see the module docstring);
     memory `8 n1 n^(r-1)` bytes for the result.
     """
-    check_network(network)
-    order = check_order(network, order)
-    X, X_first, symmetric = kernel_inputs(network, X, X_first)
-    check_kernel_size(f"K({order})", X_first.shape[0], X.shape[0], order, max_bytes,
-                      "hierarchy_contraction (matrix-free contractions of the last slots)")
-    base = base_kernel(network, method)
-    factored = check_factored(network, base, factored)  # None: by shape, when traced
-    return derived_kernel(network, X_first, X, order, base, symmetric, False, factored)
+    return checked_kernel(network, X, order, X_first, method, max_bytes, factored, fixed=False,
+                          instead="hierarchy_contraction (matrix-free contractions of the last "
+                                  "slots)")
+
+
+def checked_kernel(network: AbstractNetwork, X: Any, order: Any, X_first: Any, method: Any,
+                   max_bytes: Any, factored: Any, fixed: bool, instead: str) -> Array:
+    """`derived_kernel` after the checks of `hierarchy_kernel` (`fixed=False`) and
+    `taylor_kernel` (`fixed=True`, the kernel `calK`); a tensor above `max_bytes` is
+    refused with `instead` suggested."""
+    call = kernel_call(network, X, X_first, method, factored)
+    order = check_order(network, order, smooth=call.smooth)
+    check_kernel_size(f"{'calK' if fixed else 'K'}({order})", call.X_first.shape[0],
+                      call.X.shape[0], order, max_bytes, instead)
+    # factored None: chosen by shape, when traced
+    return derived_kernel(network, call.X_first, call.X, order, call.base, call.symmetric,
+                          fixed, call.factored)
 
 
 def hierarchy_contraction(
@@ -381,21 +437,22 @@ def checked_contraction(network: AbstractNetwork, X: Any, vectors: Any, X_first:
                         method: str, factored: bool | None, fixed: bool) -> Array:
     """`derived_contraction` after the checks of `hierarchy_contraction` (`fixed=False`)
     and `taylor_contraction` (`fixed=True`, the kernel `calK`)."""
-    check_network(network)
-    X, X_first, symmetric = kernel_inputs(network, X, X_first)
-    is_array = isinstance(vectors, (np.ndarray, jax.Array))
-    if not isinstance(vectors, (list, tuple)) and not (is_array and vectors.ndim == 2):
-        what = f"an array of shape {vectors.shape}" if is_array else repr(vectors)
-        K = "calK" if fixed else "K"
-        raise TypeError(f"vectors={what}: pass a list of vectors of shape ({X.shape[0]},), one "
-                        f"per slot after the second: vectors=[c] for {K}(3)[c], [c3, c4] for "
-                        f"{K}(4)[c3, c4].")
-    vectors = tuple(check_vector(c, f"vectors[{j}]", X.shape[0], X.dtype)
+    call = kernel_call(network, X, X_first, method, factored)
+    n = call.X.shape[0]
+    if not isinstance(vectors, (list, tuple)):
+        is_array = isinstance(vectors, (np.ndarray, jax.Array))
+        if not (is_array and vectors.ndim == 2):
+            what = f"an array of shape {vectors.shape}" if is_array else repr(vectors)
+            K = "calK" if fixed else "K"
+            raise TypeError(f"vectors={what}: pass a list of vectors of shape ({n},), one "
+                            f"per slot after the second: vectors=[c] for {K}(3)[c], [c3, c4] "
+                            f"for {K}(4)[c3, c4].")
+    vectors = tuple(check_vector(c, f"vectors[{j}]", n, call.X.dtype)
                     for j, c in enumerate(vectors))
-    check_order(network, 2 + len(vectors), name="2 + len(vectors)")
-    base = base_kernel(network, method)
-    factored = check_factored(network, base, factored)  # None: by shape, when traced
-    return derived_contraction(network, X_first, X, vectors, base, symmetric, fixed, factored)
+    check_order(network, 2 + len(vectors), name="2 + len(vectors)", smooth=call.smooth)
+    # factored None: chosen by shape, when traced
+    return derived_contraction(network, call.X_first, call.X, vectors, call.base, call.symmetric,
+                               fixed, call.factored)
 
 
 def contract_last(kernel: Float[Array, "... n"], r: Float[Array, " n"]) -> Float[Array, "..."]:

@@ -104,7 +104,7 @@ def ntk_jacobian(
     return sum(a @ b.T for a, b in zip(J1, J2))
 
 
-@fast_jit
+@fast_jit()
 def ntk_traced(network, X1, X2=None):
     """`ntk` without input checks (safe inside `jit`/`vmap`): structured for layered
     networks, the Jacobian product otherwise."""

@@ -71,15 +71,13 @@ from .._checks import positive_int
 from .._network import AbstractNetwork
 from ._hierarchy import (
     MAX_KERNEL_BYTES,
-    base_kernel,
-    check_factored,
     check_kernel_size,
     check_order,
     check_vector,
     checked_contraction,
+    checked_kernel,
     derive_along,
     derive_along_each,
-    derived_kernel,
     kernel_inputs,
 )
 from ._ntk import check_network
@@ -135,14 +133,8 @@ def taylor_kernel(
 
     Cost: about `(2 n)^(r-2)` times one K2; memory `8 n1 n^(r-1)` bytes.
     """
-    check_network(network)
-    order = check_order(network, order)
-    base = base_kernel(network, method)
-    X, X_first, symmetric = kernel_inputs(network, X, X_first)
-    check_kernel_size(f"calK({order})", X_first.shape[0], X.shape[0], order, max_bytes,
-                      _MATRIX_FREE)
-    factored = check_factored(network, base, factored)  # None: by shape, when traced
-    return derived_kernel(network, X_first, X, order, base, symmetric, True, factored)
+    return checked_kernel(network, X, order, X_first, method, max_bytes, factored, fixed=True,
+                          instead=_MATRIX_FREE)
 
 
 def taylor_contraction(
