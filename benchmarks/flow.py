@@ -15,7 +15,8 @@ steps clipped to the 5 save times, the outputs saved there:
 Each route runs in its own child process (so that its peak resident memory is its
 own): one call to compile and run, then the best of `--reps` warm calls. Columns: `P`
 (parameters), `steps` (accepted + rejected), `first` (compile + run) and `warm`
-[s], `peak RSS` [GB] (`ru_maxrss` of the child), the speed-up `plain / nthdyn` of the
+[s], `peak RSS` [GB] (`ru_maxrss` of the child; on a GPU also `peak device`, the
+device allocator's `peak_bytes_in_use`), the speed-up `plain / nthdyn` of the
 warm times, and `max |df|`, the largest difference of the saved outputs of the two
 routes (the same tableau and controller: rounding only).
 
@@ -93,9 +94,11 @@ def child(route: str, width: int, depth: int, reps: int) -> dict:
         start = time.perf_counter()
         jax.block_until_ready(run())
         warm.append(time.perf_counter() - start)
+    device = jax.devices()[0].memory_stats()  # None on the CPU
     return {"P": parameter_count(net), "steps": int(steps), "first": first,
             "warm": min(warm) if warm else float("nan"),
             "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+            "device_gb": device["peak_bytes_in_use"] / 1e9 if device else None,
             "f": np.asarray(f).tolist()}
 
 
@@ -129,8 +132,10 @@ def main(argv=None) -> None:
           f"load average {os.getloadavg()[0]:.1f} at start")
     print(f"MLP depth {args.depth}, tanh, d = 8, n = 6; Dopri8, rtol = atol = 1e-12, l2 norm, "
           f"t in [0, {T1:g}], {SAVES} saves\n")
+    on_device = jax.default_backend() != "cpu"  # then also the device's peak memory
     header = (f"{'m':>6} {'P':>11} | {'route':>6} {'steps':>5} {'first [s]':>9} {'warm [s]':>9} "
-              f"{'peak RSS [GB]':>13} | {'speed-up':>8} {'max |df|':>9}")
+              f"{'peak RSS [GB]':>13}{' peak device [GB]' if on_device else ''} | "
+              f"{'speed-up':>8} {'max |df|':>9}")
     print(header)
     print("-" * len(header))
     for width in args.widths:
@@ -149,8 +154,9 @@ def main(argv=None) -> None:
             if route == "nthdyn" and "plain" in results and args.reps:
                 diff = np.abs(np.asarray(r["f"]) - np.asarray(results["plain"]["f"])).max()
                 extra = f"{results['plain']['warm'] / r['warm']:8.2f} {diff:9.1e}"
+            device = f" {r['device_gb']:16.2f}" if on_device else ""
             print(f"{width:6d} {r['P']:11d} | {route:>6} {r['steps']:5d} {r['first']:9.2f} "
-                  f"{r['warm']:9.2f} {r['rss_gb']:13.2f} | {extra}", flush=True)
+                  f"{r['warm']:9.2f} {r['rss_gb']:13.2f}{device} | {extra}", flush=True)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 
