@@ -1,5 +1,6 @@
-"""`fast_jit`: `equinox.filter_jit`'s rule (arrays are traced, everything else is static)
-at the cost of a plain `jax.jit` call.
+"""`fast_jit`: a kernel function compiled by `jax.jit` (dispatched in C++), with
+`equinox.filter_jit`'s rule (leaves that are not arrays are static) for the arguments
+`jax.jit` cannot take.
 
 `eqx.filter_jit` partitions and hashes its arguments in Python on every call, about
 0.2 ms, which is most of a small kernel's cost (K3 of an MLP of width 128 on 6 points

@@ -154,17 +154,19 @@ def test_host_checks_run_once_per_jax_array_and_still_refuse_bad_values():
             nd.hierarchy_contraction(net, sphere(4, 3, 5), [bad_c])
 
 
-class _SquashedModel(nd.AbstractNetwork):
-    """f(x) = scale * squash(w . phi(x)), with two leaves that are not arrays: a Python
-    number used in a Python `if` (it must be static) and a function."""
+class _ScaledModel(nd.AbstractNetwork):
+    """f(x) = scale * tanh(w . phi(x)), `scale` a Python number, a leaf that is not an
+    array, read in a Python `if` (so it must be static: traced, it cannot be)."""
 
     w: jax.Array
     scale: float
-    squash: object
     in_size: int = eqx.field(static=True)
 
     def __init__(self, w, scale):
-        self.w, self.scale, self.squash, self.in_size = w, scale, jax.numpy.tanh, 3
+        self.w, self.scale, self.in_size = w, scale, 3
+
+    def squash(self, z):
+        return jax.numpy.tanh(z)
 
     def apply(self, x):
         if self.scale == 0:
@@ -172,10 +174,21 @@ class _SquashedModel(nd.AbstractNetwork):
         return self.scale * self.squash(self.w @ features(x, jax.numpy))
 
 
-def test_kernels_take_networks_with_leaves_that_are_not_arrays():
-    """The kernels dispatch through `jax.jit` (`fast_jit`); a network with a function
-    leaf and a Python number used as a concrete value takes the general path (those
-    leaves static) and gives the closed forms of K2 and K3 for f = s tanh(w . phi):
+class _SquashedModel(_ScaledModel):
+    """`_ScaledModel` with tanh held in a field: a function leaf, which `jax.jit` refuses."""
+
+    squash: object
+
+    def __init__(self, w, scale):
+        super().__init__(w, scale)
+        self.squash = jax.numpy.tanh
+
+
+@pytest.mark.parametrize("model", [_ScaledModel, _SquashedModel], ids=["number", "function"])
+def test_kernels_take_networks_with_leaves_that_are_not_arrays(model):
+    """The kernels dispatch through `jax.jit` (`fast_jit`); a network with a number leaf
+    used as a concrete value, or a function leaf, takes the general path (those leaves
+    static) and gives the closed forms of K2 and K3 for f = s tanh(w . phi):
     K2(a, b) = s^2 t'_a t'_b <phi_a, phi_b> and K3(a, b, c) = s^3 <phi_a, phi_b> t'_c
     (t''_a t'_b <phi_a, phi_c> + t'_a t''_b <phi_b, phi_c>), t' = 1 - tanh^2, t'' = -2 tanh t'."""
     w = jax.random.normal(jax.random.key(3), (9,), jax.numpy.float64) / 3
@@ -185,7 +198,7 @@ def test_kernels_take_networks_with_leaves_that_are_not_arrays():
     d1, gram = 1 - tanh**2, phi @ phi.T
     d2 = -2 * tanh * d1
     for scale in (0.7, 1.3):  # another value of a static leaf: another program
-        net = _SquashedModel(w, scale)
+        net = model(w, scale)
         K2 = scale**2 * np.outer(d1, d1) * gram
         K3 = scale**3 * gram[:, :, None] * d1[None, None, :] * (
             (d2[:, None] * d1[None, :])[:, :, None] * gram[:, None, :]
@@ -194,13 +207,13 @@ def test_kernels_take_networks_with_leaves_that_are_not_arrays():
             np.testing.assert_allclose(nd.ntk(net, Xs), K2, rtol=1e-13, atol=1e-15)
             np.testing.assert_allclose(nd.hierarchy_kernel(net, Xs, 3), K3, rtol=1e-12,
                                        atol=1e-15)
-    np.testing.assert_allclose(nd.ntk(_SquashedModel(w, 0.0), Xs), 0.0, atol=0)
+    np.testing.assert_allclose(nd.ntk(model(w, 0.0), Xs), 0.0, atol=0)
 
 
 def test_fast_jit_static_arguments_general_leaves_and_errors():
     """`fast_jit`: named arguments are static; a function leaf is static (the general
-    path, per argument types); a TypeError of the function itself is not mistaken for a
-    leaf that is not an array."""
+    path, per argument types); a TypeError of the function itself surfaces on both
+    paths (on the `jax.jit` one it is not mistaken for a leaf that is not an array)."""
     from nthdyn._dispatch import fast_jit
 
     traces = []
@@ -210,20 +223,25 @@ def test_fast_jit_static_arguments_general_leaves_and_errors():
         traces.append(power)
         if power < 0:
             raise TypeError(f"power={power}: negative")
-        return tree["map"](tree["x"]) ** power
+        return tree.get("map", jax.numpy.exp)(tree["x"]) ** power
 
     x = jax.numpy.arange(3.0)
     same = dict(rtol=1e-15, atol=0)
-    np.testing.assert_allclose(power_of({"map": jax.numpy.exp, "x": x}, 2), np.exp(x) ** 2, **same)
-    np.testing.assert_allclose(power_of({"map": jax.numpy.sin, "x": x}, power=2),
-                               np.sin(x) ** 2, **same)
-    np.testing.assert_allclose(power_of({"map": jax.numpy.exp, "x": x + 1}, 2),
-                               np.exp(x + 1) ** 2, **same)
-    assert traces == [2, 2]  # a program for exp, one for sin; exp again reuses its own
+    np.testing.assert_allclose(power_of({"x": x}, 3), np.exp(x) ** 3, **same)
+    np.testing.assert_allclose(power_of({"x": x + 1}, power=3), np.exp(x + 1) ** 3, **same)
+    np.testing.assert_allclose(power_of({"map": jax.numpy.sin, "x": x}, 2), np.sin(x) ** 2,
+                               **same)
+    np.testing.assert_allclose(power_of({"map": jax.numpy.cos, "x": x}, power=2),
+                               np.cos(x) ** 2, **same)
+    np.testing.assert_allclose(power_of({"map": jax.numpy.sin, "x": x + 1}, 2),
+                               np.sin(x + 1) ** 2, **same)
+    # power 3 by position and by name (jax.jit keys these apart), then sin and cos
+    assert traces == [3, 3, 2, 2]
     with pytest.raises(TypeError, match="power=-1: negative"):
-        power_of({"map": jax.numpy.exp, "x": x}, -1)
+        power_of({"x": x}, -1)  # the jax.jit path: every leaf an array
     with pytest.raises(TypeError, match="power=-2: negative"):
-        power_of({"x": x, "map": lambda v: v}, -2)
+        power_of({"x": x, "map": jax.numpy.exp}, -2)  # the general path
+    np.testing.assert_allclose(power_of({"x": x}, 1), np.exp(x), **same)
 
 
 def test_a_kernel_call_is_checked_once_and_keeps_nothing_alive():
