@@ -302,9 +302,10 @@ def kernel_call(network: AbstractNetwork, X: Any, X_first: Any, method: Any,
 
     The same network with the same JAX arrays is checked once (`recall`): the arrays
     are immutable, and what is checked of the network (its class, static fields and
-    input size) cannot change either. The checks take 30-50 us of Python a call on this 2-core machine
-    (isinstance on abstract classes, Equinox's attribute access), as long as K3[c] of
-    an MLP of width 128 on 6 points takes to compute; a lookup takes a few.
+    input size) cannot change either. The checks take 40-50 us of Python a call on
+    this 2-core machine when the caches are cold (isinstance on abstract classes,
+    Equinox's attribute access), as long as K3[c] of an MLP of width 128 on 6 points
+    takes to compute; a lookup takes 6-8 us.
     """
     key = (("kernel call", method, factored)
            if type(method) is str and (factored is None or type(factored) is bool) else None)
