@@ -69,17 +69,14 @@ from jaxtyping import Array, Float
 
 from .._checks import positive_int
 from .._network import AbstractNetwork
-from ._hierarchy import (
+from ._arguments import (
     MAX_KERNEL_BYTES,
     check_kernel_size,
     check_order,
     check_vector,
-    checked_contraction,
-    checked_kernel,
-    derive_along,
-    derive_along_each,
     kernel_inputs,
 )
+from ._hierarchy import checked_contraction, checked_kernel, derive_along, derive_along_each
 from ._ntk import check_network
 
 #: What a full tensor too large to build can be replaced by.
