@@ -4,8 +4,9 @@
 
 the network's dynamics in the infinite-width limit when `K` is the limiting NTK,
 and the hierarchy truncated at `p = 2` (eq. (15)) when `K` is the finite-width NTK
-at `t = 0` (`NTHProblem` solves order 2 by this closed form). With `K = V diag(lambda) V^T` on the training inputs the solution is,
-for `tau = t - t0` and `r0 = f(t0) - y`,
+at `t = 0` (`NTHProblem` solves order 2 by this closed form). With
+`K = V diag(lambda) V^T` on the training inputs the solution is, for `tau = t - t0`
+and `r0 = f(t0) - y`,
 
     f(t)      = y + V exp(-lambda tau / n) V^T r0                           (training)
               = f(t0) + V (exp(-lambda tau / n) - 1) V^T r0     (computed so, by expm1)
